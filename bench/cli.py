@@ -1,0 +1,125 @@
+"""``python -m bench`` / ``bench``: run, list, report."""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from bench.errors import BenchError
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--suite", default="digits", help="built-in suite name or a YAML path (default: digits)")
+    p.add_argument("--plugins", nargs="+", help="only these plugins of the suite")
+    p.add_argument("--seeds", nargs="+", type=int, help="only these seeds of the suite")
+    p.add_argument("--out", default="runs", help="output root for run directories (default: runs/)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a suite value, e.g. --set recipe.epochs=20 (repeatable)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the suite's, auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
+    p.add_argument("--leaderboards", default="leaderboards", help="where `run` writes the report")
+    p.add_argument("--no-report", action="store_true", help="do not write the leaderboard after the runs")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="lpc-bench: robustness benchmarks for deep classifiers")
+    sub = parser.add_subparsers(dest="command")
+    run = sub.add_parser("run", help="train and evaluate every run of a suite that is not done")
+    _add_run_args(run)
+    lst = sub.add_parser("list", help="list suites, plugins, datasets, backbones, evaluators")
+    lst.add_argument("what", nargs="?", default="all",
+                     choices=["all", "suites", "plugins", "datasets", "backbones", "attacks", "metrics"])
+    rep = sub.add_parser("report", help="write leaderboards/<suite>.md from run directories")
+    rep.add_argument("--suite", help="the suite to report (default: the only one under --runs)")
+    rep.add_argument("--runs", default="runs", help="runs root (default: runs/)")
+    rep.add_argument("--out", default="leaderboards", help="output folder (default: leaderboards/)")
+    return parser
+
+
+def cmd_run(args) -> int:
+    from bench.config import load_suite
+    from bench.report import build_report
+    from bench.sweep import run_sweep, select_runs
+
+    overrides = list(args.overrides)
+    if args.device:
+        overrides.append(f"runtime.device={args.device}")
+    suite = load_suite(args.suite, overrides)
+    runs = select_runs(suite, args.plugins, args.seeds)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    outcomes = run_sweep(suite, runs, out, quiet=args.quiet, retry_failed=args.retry_failed)
+    wall = time.perf_counter() - t0
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
+    print(f"{suite.name}: {len(outcomes)} runs ({counts['done']} trained, {counts['skipped']} already done, "
+          f"{counts['failed']} failed) in {wall:.1f} s; results under {out / suite.name}")
+    if not args.no_report and counts["done"] + counts["skipped"] > 0:
+        path = build_report(out, suite.name, Path(args.leaderboards))
+        print(f"leaderboard: {path}")
+    return 1 if counts["failed"] else 0
+
+
+def cmd_list(args) -> int:
+    from bench.backbones import BACKBONES
+    from bench.config import suite_names
+    from bench.data import DATASETS
+    from bench.evaluators import EVALUATORS, load_builtin_evaluators
+    from registry import PLUGINS
+
+    load_builtin_evaluators()
+    sections = {
+        "suites": suite_names(),
+        "plugins": PLUGINS.names(),
+        "datasets": DATASETS.names(),
+        "backbones": BACKBONES.names(),
+        "attacks": [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "attack"],
+        "metrics": [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "metric"],
+    }
+    extra = _list_extra()
+    sections.update(extra)
+    for name, items in sections.items():
+        if args.what in ("all", name):
+            print(f"{name}: {', '.join(items) if items else '(none)'}")
+    return 0
+
+
+def _list_extra() -> dict[str, list[str]]:
+    """Attack methods of the attack registry, when that module is installed."""
+    try:
+        from bench.attacks import ATTACKS  # type: ignore[attr-defined]
+    except ImportError:
+        return {}
+    return {"attacks": ATTACKS.names()}
+
+
+def cmd_report(args) -> int:
+    from bench.report import build_report
+    path = build_report(Path(args.runs), args.suite, Path(args.out))
+    print(f"leaderboard: {path}")
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # `python -m bench` alone runs the default suite
+        args = parser.parse_args(["run", *(argv or [])])
+    warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
+    try:
+        return COMMANDS[args.command](args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: completed runs are saved; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,12 @@
+"""Datasets as uint8 tensors and the on-device loader."""
+from bench.data.registry import DATASETS
+from bench.data.splits import DataSplits, stratified_split
+from bench.data.loader import DeviceLoader, random_crop_flip
+from bench.data import digits  # noqa: F401  (registers "digits")
+
+
+def load_dataset(cfg) -> DataSplits:
+    return DATASETS.create(cfg.name, cfg)
+
+
+__all__ = ["DATASETS", "DataSplits", "DeviceLoader", "random_crop_flip", "stratified_split", "load_dataset"]

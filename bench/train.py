@@ -1,0 +1,261 @@
+"""Train and evaluate one Run. Knows nothing about sweeps: reads its config, resumes from its
+checkpoint if there is one, and ends by writing result.json (atomically)."""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench import io
+from bench.backbones import create_backbone
+from bench.config import Suite
+from bench.data import DataSplits, DeviceLoader, load_dataset
+from bench.device import autocast, configure, resolve_device
+from bench.errors import BenchError
+from bench.evaluators import EvalContext, attack_subset, load_builtin_evaluators, run_evaluators
+from bench.model import Classifier
+from bench.progress import progress
+from bench.provenance import now, provenance
+from bench.runs import RESULT_SCHEMA, RunSpec
+from registry import create_plugin, get_plugin_class
+
+CHECKPOINT_FORMAT = 1
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss; the run is recorded as failed."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"epoch {epoch}: {reason}")
+        self.epoch = epoch
+        self.reason = reason
+
+
+_DATA_CACHE: dict[tuple, DataSplits] = {}
+
+
+def get_data(suite: Suite) -> DataSplits:
+    """Load a suite's dataset once per process (every run of a sweep shares it)."""
+    key = tuple(sorted(suite.dataset.__dict__.items()))
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_dataset(suite.dataset)
+    return _DATA_CACHE[key]
+
+
+def build_model(suite: Suite, plugin: str, data: DataSplits, seed: int) -> Classifier:
+    """Seeded construction: same seed, same initial weights."""
+    torch.manual_seed(seed)
+    backbone = create_backbone(suite.backbone, data.input_shape)
+    cls = get_plugin_class(plugin)
+    accepted = inspect.signature(cls).parameters
+    hparams = {k: v for k, v in suite.recipe.plugin_hyperparameters().items() if k in accepted}
+    head = create_plugin(plugin, backbone.feature_dim, data.num_classes, suite.latent_widths, **hparams)
+    mean, std = data.channel_stats()
+    return Classifier(backbone, head, mean, std)
+
+
+def make_optimizer(model: Classifier, suite: Suite, lr: float) -> torch.optim.Optimizer:
+    """AdamW with two groups: the final classifier (constant lr) and everything else (decayed)."""
+    classifier_ids = {id(p) for p in model.head.classifier.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in classifier_ids]
+    classifier = [p for p in model.parameters() if id(p) in classifier_ids]
+    groups = [{"params": rest, "decay": True}, {"params": classifier, "decay": False}]
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=suite.recipe.weight_decay)
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, suite: Suite, lr: float, epoch: int) -> float:
+    factor = suite.recipe.lr_factor(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * factor if group["decay"] else lr
+    return lr * factor
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Shuffle/augmentation seed of one epoch: a resumed run draws exactly the same batches."""
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
+
+
+@torch.no_grad()
+def predict(model: Classifier, x: torch.Tensor, pixel_scale: float, device: torch.device,
+            batch_size: int, amp: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, predictions) for uint8 inputs, on CPU, in float32."""
+    model.eval()
+    latents, preds = [], []
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size].to(device).float().div_(pixel_scale)
+        with autocast(device, amp):
+            out = model.forward_all(xb)
+        latents.append(out.latent.float().cpu())
+        preds.append(out.logits.argmax(1).cpu())
+    return torch.cat(latents), torch.cat(preds)
+
+
+def _accuracy(model, x, y, data, device, batch_size, amp) -> float:
+    _, pred = predict(model, x, data.pixel_scale, device, batch_size, amp)
+    return float((pred == y).float().mean())
+
+
+def identity_config(suite: Suite, spec: RunSpec) -> dict:
+    """What defines a run's numbers: the suite without its runtime section, plus the run."""
+    config = suite.to_dict()
+    config.pop("runtime")
+    config.pop("description")
+    return {"suite": config, "run": spec.as_dict()}
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    status: str            # done | failed | skipped
+    result: dict | None
+    wall_s: float = 0.0
+
+
+def train_run(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True,
+              device: torch.device | None = None,
+              on_epoch_end: Callable[[int], None] | None = None) -> RunOutcome:
+    """Train (or resume) one run, evaluate it and write result.json. Idempotent."""
+    run_dir = spec.directory(out_root)
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        result = io.read_json(result_path)
+        return RunOutcome(spec, "skipped", result)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = identity_config(suite, spec)
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        if io.read_json(config_path) != io._jsonable(config):
+            raise BenchError(f"{run_dir} holds a run with a different configuration; "
+                             f"use another --out or delete that folder")
+    else:
+        io.atomic_write_json(config_path, config)
+
+    device = device or resolve_device(suite.runtime.device)
+    configure(suite.runtime, device)
+    prov = provenance(device)
+    started = time.perf_counter()
+    data = get_data(suite)
+    model = build_model(suite, spec.plugin, data, spec.seed).to(device)
+    if device.type == "cuda" and suite.runtime.channels_last and len(data.input_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, suite, spec.lr)
+    recipe = suite.recipe
+
+    start_epoch = 0
+    checkpoint_path = run_dir / "checkpoint.pt"
+    log_path = run_dir / "log.jsonl"
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise BenchError(f"{checkpoint_path}: unknown checkpoint format {state.get('format')!r}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+    # keep only the log lines the checkpoint covers: a resumed run rewrites the rest identically
+    log_rows = [r for r in io.read_jsonl(log_path) if r.get("epoch", math.inf) < start_epoch]
+    io.atomic_write_text(log_path, "".join(io.json.dumps(r, sort_keys=True) + "\n" for r in log_rows))
+    io.atomic_write_json(run_dir / "provenance.json", prov)
+
+    loader = DeviceLoader(data.train_x, data.train_y, recipe.batch_size, pixel_scale=data.pixel_scale,
+                          device=device, shuffle=True, augment=recipe.augment, padding=recipe.crop_padding)
+    if suite.runtime.compile:
+        model.backbone.compile()  # in place: state_dict keys (and checkpoints) stay the same
+    amp = suite.runtime.amp
+    failure = None
+    epochs = progress(range(start_epoch, recipe.epochs), quiet=quiet, desc=spec.key, unit="epoch",
+                      leave=False, initial=start_epoch, total=recipe.epochs)
+    try:
+        for epoch in epochs:
+            row = _train_epoch(model, optimizer, loader, suite, spec, epoch, device, amp)
+            if (epoch + 1) % recipe.log_every == 0 or epoch + 1 == recipe.epochs:
+                row["val_acc"] = _accuracy(model, data.val_x, data.val_y, data, device, recipe.eval_batch_size, amp)
+            io.append_jsonl(log_path, row)
+            if (epoch + 1) % recipe.checkpoint_every == 0 or epoch + 1 == recipe.epochs:
+                io.atomic_torch_save(checkpoint_path, {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+                                                       "model": model.state_dict(),
+                                                       "optimizer": optimizer.state_dict()})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+    except Diverged as exc:
+        failure = {"epoch": exc.epoch, "reason": exc.reason}
+
+    train_wall = time.perf_counter() - started
+    prov["finished"] = now()
+    io.atomic_write_json(run_dir / "provenance.json", prov)
+    if failure is not None:
+        result = {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "failed", "failure": failure,
+                  "train_wall_s": train_wall}
+        io.atomic_write_json(result_path, result)
+        return RunOutcome(spec, "failed", result, train_wall)
+
+    result = evaluate_run(suite, spec, model, data, device, quiet=quiet)
+    result["train_wall_s"] = train_wall
+    result["wall_s"] = time.perf_counter() - started
+    io.atomic_write_json(result_path, result)
+    return RunOutcome(spec, "done", result, result["wall_s"])
+
+
+def _train_epoch(model: Classifier, optimizer, loader: DeviceLoader, suite: Suite,
+                 spec: RunSpec, epoch: int, device: torch.device, amp: str) -> dict:
+    model.train()
+    model.head.set_epoch(epoch)
+    lr_now = set_learning_rates(optimizer, suite, spec.lr, epoch)
+    loader.set_seed(epoch_seed(spec.seed, epoch))
+    sums: dict[str, torch.Tensor] = {}
+    correct = torch.zeros((), device=device)
+    seen = 0
+    t0 = time.perf_counter()
+    channels_last = device.type == "cuda" and suite.runtime.channels_last
+    for xb, yb in loader:
+        if channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out = model.forward_all(xb)
+        terms = model.head.loss(out, yb)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        n = yb.shape[0]
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + value.detach() * n
+        correct += (out.logits.detach().argmax(1) == yb).sum()
+        seen += n
+    row = {"epoch": epoch, "lr": lr_now, "train_acc": float(correct) / seen,
+           "time_s": time.perf_counter() - t0, **model.head.schedule_values()}
+    for name, total in sums.items():
+        value = float(total) / seen
+        if not math.isfinite(value):
+            raise Diverged(epoch, f"loss term {name!r} is {value}")
+        row[f"loss_{name}"] = value
+    return row
+
+
+def evaluate_run(suite: Suite, spec: RunSpec, model: Classifier, data: DataSplits,
+                 device: torch.device, *, quiet: bool = True) -> dict:
+    """Accuracies on every split, latents, then the suite's evaluators."""
+    amp = suite.runtime.amp
+    bs = suite.recipe.eval_batch_size
+    latents, predictions, labels, accuracy = {}, {}, {}, {}
+    for split in ("train", "val", "test"):
+        x, y = data.split(split)
+        latents[split], predictions[split] = predict(model, x, data.pixel_scale, device, bs, amp)
+        labels[split] = y
+        accuracy[split] = float((predictions[split] == y).float().mean())
+    load_builtin_evaluators()
+    ctx = EvalContext(
+        suite=suite, run=spec, model=model.eval(), data=data, device=device, latents=latents,
+        labels=labels, predictions=predictions,
+        subset=attack_subset(data.test_y.shape[0], suite.evaluation.subset_size, suite.evaluation.subset_seed),
+        latent_name="z" if model.head.penultimate is not None else "h", quiet=quiet)
+    evaluations = run_evaluators(ctx, suite.evaluation.evaluators, suite.evaluation.settings)
+    return {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "done",
+            "train_acc": accuracy["train"], "val_acc": accuracy["val"], "test_acc": accuracy["test"],
+            "latent": {"name": ctx.latent_name, "dim": int(latents["test"].shape[1])},
+            "schedules_final": model.head.schedule_values(),
+            "evaluations": evaluations}
