@@ -18,6 +18,9 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite value, e.g. --set recipe.epochs=20 (repeatable)")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the suite's, auto)")
+    p.add_argument("--data-root", help="dataset folder (cifar10, cifar100, imagefolder suites)")
+    p.add_argument("--limit-train", type=int, help="quick look: train on N examples")
+    p.add_argument("--limit-test", type=int, help="quick look: test on N examples")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     p.add_argument("--leaderboards", default="leaderboards", help="where `run` writes the report")
@@ -36,7 +39,32 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--suite", help="the suite to report (default: the only one under --runs)")
     rep.add_argument("--runs", default="runs", help="runs root (default: runs/)")
     rep.add_argument("--out", default="leaderboards", help="output folder (default: leaderboards/)")
+    _add_module_commands(sub)
     return parser
+
+
+def _add_module_commands(sub) -> None:
+    import importlib
+    import pkgutil
+    for package_name in COMMAND_MODULES:
+        package = importlib.import_module(package_name)
+        for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+            module = importlib.import_module(f"{package_name}.{info.name}")
+            module.add_arguments(sub)
+
+
+def run_overrides(args) -> list[str]:
+    """The convenience flags as ordinary checked overrides."""
+    overrides = []
+    if args.device:
+        overrides.append(f"runtime.device={args.device}")
+    if args.data_root:
+        overrides.append(f"dataset.root={args.data_root}")
+    if args.limit_train is not None:
+        overrides.append(f"dataset.limit_train={args.limit_train}")
+    if args.limit_test is not None:
+        overrides.append(f"dataset.limit_test={args.limit_test}")
+    return overrides
 
 
 def cmd_run(args) -> int:
@@ -45,8 +73,7 @@ def cmd_run(args) -> int:
     from bench.sweep import run_sweep, select_runs
 
     overrides = list(args.overrides)
-    if args.device:
-        overrides.append(f"runtime.device={args.device}")
+    overrides += run_overrides(args)
     suite = load_suite(args.suite, overrides)
     runs = select_runs(suite, args.plugins, args.seeds)
     out = Path(args.out)
@@ -78,21 +105,10 @@ def cmd_list(args) -> int:
         "attacks": [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "attack"],
         "metrics": [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "metric"],
     }
-    extra = _list_extra()
-    sections.update(extra)
     for name, items in sections.items():
         if args.what in ("all", name):
             print(f"{name}: {', '.join(items) if items else '(none)'}")
     return 0
-
-
-def _list_extra() -> dict[str, list[str]]:
-    """Attack methods of the attack registry, when that module is installed."""
-    try:
-        from bench.attacks import ATTACKS  # type: ignore[attr-defined]
-    except ImportError:
-        return {}
-    return {"attacks": ATTACKS.names()}
 
 
 def cmd_report(args) -> int:
@@ -103,6 +119,9 @@ def cmd_report(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "list": cmd_list, "report": cmd_report}
+# Feature modules that add subcommands: each defines ``add_arguments(subparsers)`` which
+# registers its parser(s) and sets ``func`` on them via ``set_defaults(func=...)``.
+COMMAND_MODULES = ("bench.commands",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -112,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parser.parse_args(["run", *(argv or [])])
     warnings.filterwarnings("ignore", message=".*TypedStorage is deprecated.*")
     try:
-        return COMMANDS[args.command](args)
+        func = getattr(args, "func", None) or COMMANDS[args.command]
+        return func(args)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

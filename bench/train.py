@@ -259,3 +259,49 @@ def evaluate_run(suite: Suite, spec: RunSpec, model: Classifier, data: DataSplit
             "latent": {"name": ctx.latent_name, "dim": int(latents["test"].shape[1])},
             "schedules_final": model.head.schedule_values(),
             "evaluations": evaluations}
+
+
+def load_trained_run(run_dir: Path, device: torch.device | None = None):
+    """(suite, spec, model in eval mode, data, device) of a finished run, from its folder alone."""
+    from bench.typed import from_dict
+    run_dir = Path(run_dir)
+    config_path, checkpoint_path = run_dir / "config.json", run_dir / "checkpoint.pt"
+    if not config_path.exists() or not checkpoint_path.exists():
+        raise BenchError(f"{run_dir} is not a trained run (needs config.json and checkpoint.pt)")
+    config = io.read_json(config_path)
+    suite = from_dict(Suite, {**config["suite"], "description": ""})
+    spec = RunSpec(**config["run"])
+    device = device or resolve_device(suite.runtime.device)
+    data = get_data(suite)
+    model = build_model(suite, spec.plugin, data, spec.seed).to(device)
+    state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    if int(state["epoch"]) != suite.recipe.epochs:
+        raise BenchError(f"{run_dir}: checkpoint is at epoch {state['epoch']} of {suite.recipe.epochs}; "
+                         f"finish the run first (bench run)")
+    model.load_state_dict(state["model"])
+    model.head.set_epoch(suite.recipe.epochs - 1)
+    return suite, spec, model.eval(), data, device
+
+
+def reevaluate_run(run_dir: Path, evaluators: tuple[str, ...], settings: dict | None = None, *,
+                   quiet: bool = True, device: torch.device | None = None) -> dict:
+    """Run (or rerun) evaluators on a finished run and merge them into its result.json.
+
+    Used by ``bench attack`` / ``bench metrics``: nothing is retrained; the other
+    entries of result.json are kept; the file is replaced atomically.
+    """
+    run_dir = Path(run_dir)
+    result_path = run_dir / "result.json"
+    if not result_path.exists() or io.read_json(result_path).get("status") != "done":
+        raise BenchError(f"{run_dir}: no successful result.json to add evaluations to")
+    suite, spec, model, data, device = load_trained_run(run_dir, device)
+    merged = dict(suite.evaluation.settings)
+    merged.update(settings or {})
+    fresh = evaluate_run(suite.replace(evaluation=suite.evaluation.__class__(
+        evaluators=tuple(evaluators), subset_size=suite.evaluation.subset_size,
+        subset_seed=suite.evaluation.subset_seed,
+        settings={k: v for k, v in merged.items() if k in evaluators})), spec, model, data, device, quiet=quiet)
+    result = io.read_json(result_path)
+    result.setdefault("evaluations", {}).update(fresh["evaluations"])
+    io.atomic_write_json(result_path, result)
+    return result
