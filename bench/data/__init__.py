@@ -3,6 +3,7 @@ from bench.data.registry import DATASETS
 from bench.data.splits import DataSplits, stratified_split
 from bench.data.loader import DeviceLoader, random_crop_flip
 from bench.data import digits  # noqa: F401  (registers "digits")
+from bench.data import cifar, imagefolder  # noqa: F401  (register "cifar10", "cifar100", "imagefolder")
 
 
 def load_dataset(cfg) -> DataSplits:
