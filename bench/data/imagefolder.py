@@ -21,6 +21,7 @@ import io as _io
 import os
 import re
 import tarfile
+import warnings
 from pathlib import Path, PurePosixPath
 from typing import Iterator
 
@@ -139,24 +140,33 @@ def find_sources(root: Path) -> dict[str, FolderSplit | ArchiveSplit]:
 
 
 # ----- decoding -----------------------------------------------------------------------
-def decode_image(data: bytes, where: str) -> np.ndarray:
-    """(C, H, W) uint8 with C in {1, 3}; torchvision's decoders, PIL for other formats."""
-    from torchvision.io import ImageReadMode
-    from torchvision.io import decode_image as tv_decode
+def _torchvision_decoder():
+    """torchvision's decoder (≈3× faster than PIL on small JPEGs), or None where it is gone:
+    torchvision 0.29 deprecates its image I/O in favour of TorchCodec."""
     try:
-        if not data:
-            raise ValueError("empty file")
-        x = tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.UNCHANGED)
-        if x.dtype != torch.uint8:  # 16-bit PNG: keep the top 8 bits' worth
-            x = (x.float() / 257).round().clamp(0, 255).to(torch.uint8)
-        array = x.numpy()
-        if array.shape[0] == 2:    # grey + alpha
-            array = array[:1]
-        elif array.shape[0] == 4:  # RGB + alpha
-            array = array[:3]
-        return array
-    except (RuntimeError, ValueError):
-        pass  # a format torchvision does not decode (bmp, tiff, …), or a damaged file: try PIL
+        from torchvision.io import ImageReadMode
+        from torchvision.io import decode_image as tv_decode
+    except ImportError:
+        return None
+    return lambda tensor: tv_decode(tensor, mode=ImageReadMode.UNCHANGED)
+
+
+def decode_image(data: bytes, where: str, tv_decode=None) -> np.ndarray:
+    """(C, H, W) uint8 with C in {1, 3}; torchvision's decoder if given, PIL otherwise
+    (and for formats torchvision does not read: bmp, tiff, …)."""
+    if tv_decode is not None and data:
+        try:
+            x = tv_decode(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+            if x.dtype != torch.uint8:  # 16-bit PNG
+                x = (x.float() / 257).round().clamp(0, 255).to(torch.uint8)
+            array = x.numpy()
+            if array.shape[0] == 2:    # grey + alpha
+                array = array[:1]
+            elif array.shape[0] == 4:  # RGB + alpha
+                array = array[:3]
+            return array
+        except (RuntimeError, ValueError):
+            pass  # not a format torchvision reads, or damaged: PIL decides and words the error
     from PIL import Image, UnidentifiedImageError
     try:
         with Image.open(_io.BytesIO(data)) as image:
@@ -173,9 +183,13 @@ def decode_split(source: FolderSplit | ArchiveSplit, *, quiet: bool = False
     """Decode every image of one split: (sorted class names, images, class name per image)."""
     images, labels, first = [], [], None
     total = len(source) if isinstance(source, FolderSplit) else None
-    for cls, where, data in progress(source.items(), quiet=quiet, total=total, unit="img",
-                                     desc=f"decoding {Path(source.where).name}", leave=False):
-        array = decode_image(data, where)
+    tv_decode = _torchvision_decoder()
+    bar = progress(source.items(), quiet=quiet, total=total, unit="img",
+                   desc=f"decoding {Path(source.where).name}", leave=False)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*image decoding.*TorchVision")
+        items = [(cls, where, decode_image(data, where, tv_decode)) for cls, where, data in bar]
+    for cls, where, array in items:
         if first is None:
             first = (where, array.shape[1:])
         elif array.shape[1:] != first[1]:
