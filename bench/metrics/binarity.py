@@ -1,0 +1,121 @@
+"""Binarity of the latent code (the paper's Appendix D, Table IV).
+
+Question: does each latent coordinate take one of two values (LPC's "binary encoding",
+collapse points on hypercube vertices) or spread as one bump? Per dimension j:
+
+1. Standardise the values of that dimension over the split: x = (z_j − mean) / std
+   (population std). This is what makes the paper's numbers reproducible: a single
+   standard Gaussian has a mean log-likelihood of −½ log(2πe) = −1.419, which is
+   exactly what Table IV reports for LinPen (−1.42), while two narrow peaks at ±1 of
+   width σ score about −2.11 − log σ (σ = 0.1 → 0.19, Table IV's LPC: 0.18 with a
+   peak distance ≈ 20 = 2/0.1, also as reported).
+2. Fit a 2-component Gaussian mixture with scikit-learn (``GaussianMixture``,
+   reg_covar 1e-6, i.e. σ ≥ 1e-3 in standardised units) on a seeded subsample of at most
+   ``max_samples`` values (the same rows for every dimension). The fit starts from the
+   exact 1-D two-means split of the sorted values (weights, means and variances of the
+   two sides), so it does not depend on a random k-means start.
+3. Score = the mean log-likelihood per value of the fitted mixture (what sklearn's
+   ``score`` returns), over *all* values of the split, not just the subsample; it is
+   evaluated for all dimensions at once (``mixture_log_likelihood``), which the tests
+   check against ``GaussianMixture.score``.
+4. σ₁, σ₂ the component standard deviations, peak distance |μ₁ − μ₂| / ((σ₁ + σ₂)/2).
+
+Reported: mean and min over dimensions of the score and of the peak distance, the mean
+of (σ₁ + σ₂)/2 and the per-dimension std of the score. A dimension that is constant over
+the split has no mixture to fit: it is counted (``n_constant_dims``) and left out.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.mixture import GaussianMixture
+
+from bench.errors import BenchError
+from bench.metrics.inputs import as_latents, undefined
+
+BINARITY_KEYS = ("gmm_score_mean", "gmm_score_min", "sigma_mean", "peaks_dist_mean", "peaks_dist_min")
+
+
+def two_means_split(sorted_x: np.ndarray) -> np.ndarray:
+    """For each column of an (n, D) column-sorted array, the n_left (1 ≤ n_left < n) that
+    minimises the within-group sum of squares of {first n_left} ∪ {rest}: the exact
+    1-D two-means clustering."""
+    n = sorted_x.shape[0]
+    s1 = np.cumsum(sorted_x, axis=0)
+    s2 = np.cumsum(sorted_x ** 2, axis=0)
+    left = np.arange(1, n, dtype=np.float64)[:, None]
+    right = n - left
+    ss_left = s2[:-1] - s1[:-1] ** 2 / left
+    ss_right = (s2[-1] - s2[:-1]) - (s1[-1] - s1[:-1]) ** 2 / right
+    return np.argmin(ss_left + ss_right, axis=0) + 1
+
+
+def fit_dimension(x: np.ndarray, x_sorted: np.ndarray, n_left: int, *, seed: int, reg_covar: float,
+                  tol: float, max_iter: int) -> tuple[GaussianMixture, bool]:
+    """Seeded sklearn fit of one standardised dimension from its two-means split."""
+    lo, hi = x_sorted[:n_left], x_sorted[n_left:]
+    n = x_sorted.shape[0]
+    var = np.array([lo.var(), hi.var()]) + reg_covar
+    gmm = GaussianMixture(
+        n_components=2, covariance_type="full", reg_covar=reg_covar, tol=tol, max_iter=max_iter,
+        random_state=seed, init_params="random_from_data",   # every start value is given below
+        weights_init=np.array([n_left / n, 1 - n_left / n]),
+        means_init=np.array([[lo.mean()], [hi.mean()]]),
+        precisions_init=(1.0 / var).reshape(2, 1, 1))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ConvergenceWarning)
+        gmm.fit(x[:, None])
+    converged = not any(issubclass(w.category, ConvergenceWarning) for w in caught)
+    return gmm, converged
+
+
+def mixture_log_likelihood(x: np.ndarray, weights: np.ndarray, means: np.ndarray,
+                           sigmas: np.ndarray) -> np.ndarray:
+    """Mean over rows of log Σ_c w_c N(x; μ_c, σ_c²), per column of ``x`` (n, D);
+    ``weights``, ``means``, ``sigmas`` are (2, D)."""
+    log_pdf = (np.log(weights)[:, None, :] - np.log(sigmas)[:, None, :] - 0.5 * np.log(2 * np.pi)
+               - 0.5 * ((x[None, :, :] - means[:, None, :]) / sigmas[:, None, :]) ** 2)
+    return np.logaddexp(log_pdf[0], log_pdf[1]).mean(axis=0)
+
+
+def binarity(z, *, max_samples: int | None = 5000, seed: int = 0, reg_covar: float = 1e-6,
+             tol: float = 1e-3, max_iter: int = 200) -> dict:
+    """Per-dimension 2-component Gaussian-mixture statistics (see the module docstring)."""
+    z = as_latents(z, "latents")
+    n, d = z.shape
+    if n < 4:
+        raise BenchError(f"binarity needs at least 4 samples to fit two Gaussians, got {n}")
+    mean = z.mean(axis=0)
+    std = z.std(axis=0)
+    varying = std > 0
+    out: dict = {"n": int(n), "d": int(d), "n_constant_dims": int((~varying).sum()),
+                 "standardised": True, "score": "mean log-likelihood per value (nats), all values"}
+    if not varying.any():
+        reason = "every latent dimension is constant over the split: no mixture to fit"
+        return {**out, **undefined(BINARITY_KEYS, reason)}
+    x = (z[:, varying] - mean[varying]) / std[varying]
+    rng = np.random.default_rng(seed)
+    rows = (np.sort(rng.choice(n, size=max_samples, replace=False))
+            if max_samples is not None and n > max_samples else np.arange(n))
+    fit_x = x[rows]
+    fit_sorted = np.sort(fit_x, axis=0)
+    splits = two_means_split(fit_sorted)
+    dims = x.shape[1]
+    weights, mus, sigmas = np.empty((2, dims)), np.empty((2, dims)), np.empty((2, dims))
+    not_converged = 0
+    for j in range(dims):
+        gmm, converged = fit_dimension(fit_x[:, j], fit_sorted[:, j], int(splits[j]), seed=seed,
+                                       reg_covar=reg_covar, tol=tol, max_iter=max_iter)
+        not_converged += not converged
+        weights[:, j] = gmm.weights_
+        mus[:, j] = gmm.means_.reshape(2)
+        sigmas[:, j] = np.sqrt(gmm.covariances_.reshape(2))
+    scores = mixture_log_likelihood(x, weights, mus, sigmas)
+    half_width = sigmas.mean(axis=0)
+    dists = np.abs(mus[0] - mus[1]) / half_width
+    return {**out, "n_fit": int(rows.size), "n_not_converged": int(not_converged),
+            "gmm_score_mean": float(scores.mean()), "gmm_score_min": float(scores.min()),
+            "gmm_score_std": float(scores.std()), "sigma_mean": float(half_width.mean()),
+            "peaks_dist_mean": float(dists.mean()), "peaks_dist_min": float(dists.min())}

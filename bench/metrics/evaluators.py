@@ -1,0 +1,200 @@
+"""The metric evaluators the suites name: geometry, entropy, binarity, lipschitz.
+
+Each one reads the latents the harness computed (``ctx.latents[split]``: z for plugins
+with a penultimate layer, the backbone features h otherwise; ``ctx.latent_name`` says
+which) and returns a JSON-able dict keyed by split. Bad data in one split (a class
+missing, too few samples, a non-finite latent) never aborts the run's evaluation: that
+split's values are ``None`` with a ``<key>_reason`` beside each. Bad *settings* are
+errors when the suite loads (the option dataclasses check them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from bench.errors import BenchError
+from bench.evaluators import EvalContext, register_evaluator
+from bench.metrics.binarity import BINARITY_KEYS, binarity
+from bench.metrics.entropy import kl_entropy
+from bench.metrics.geometry import GEOMETRY_KEYS, class_means, geometry
+from bench.metrics.inputs import as_labels, as_latents, check_splits, undefined
+from bench.metrics.lipschitz import lipschitz_summary, margin_gradient_norms
+
+ENTROPY_KEYS = ("entropy", "entropy_per_dim", "zero_knn_fraction", "floor")
+LIPSCHITZ_KEYS = ("mean", "max", "median")
+
+
+def _num_classes(ctx: EvalContext) -> int:
+    k = getattr(ctx.model.head, "num_classes", None) if hasattr(ctx.model, "head") else None
+    return int(k if k is not None else ctx.data.num_classes)
+
+
+def _split_latents(ctx: EvalContext, split: str):
+    if split not in ctx.latents or split not in ctx.labels:
+        raise BenchError(f"no {split} latents were computed for this run")
+    return ctx.latents[split], ctx.labels[split]
+
+
+def _classifier_weight(ctx: EvalContext) -> tuple[np.ndarray | None, str]:
+    """The final layer's (K, d) weight as it acts on the latent, for NC3."""
+    head = getattr(ctx.model, "head", None)
+    clf = getattr(head, "classifier", None)
+    weight = getattr(clf, "weight", None)
+    if not isinstance(weight, torch.Tensor):
+        return None, "the model has no head.classifier.weight"
+    w = weight.detach().double().cpu().numpy()
+    try:
+        from registry.plugins.margin import NormalisedLinear
+    except ImportError:  # pragma: no cover - the margin plugins are optional
+        NormalisedLinear = ()
+    if isinstance(clf, NormalisedLinear):
+        # a cosine classifier uses only each row's direction: compare that with the means
+        norms = np.linalg.norm(w, axis=1, keepdims=True)
+        return np.divide(w, norms, out=np.zeros_like(w), where=norms > 0), "row-normalised weight (cosine classifier)"
+    return w, "weight"
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GeometryOptions:
+    """Settings of the ``geometry`` evaluator."""
+
+    splits: tuple[str, ...] = ("train", "test")
+    min_per_class: int = 2        # fewer samples in a class: that split's values are None + reason
+
+    def __post_init__(self) -> None:
+        check_splits(self.splits, "geometry.splits")
+        if self.min_per_class < 1:
+            raise ValueError(f"geometry.min_per_class must be >= 1, got {self.min_per_class}")
+
+
+@register_evaluator("geometry", options=GeometryOptions, kind="metric")
+def geometry_evaluator(ctx: EvalContext, opts: GeometryOptions) -> dict:
+    """Class separation R, Σ_W, Σ_B, neural collapse NC1–NC4, coefficients of variation (true-label groups)."""
+    k = _num_classes(ctx)
+    weight, weight_kind = _classifier_weight(ctx)
+    out: dict = {"latent": ctx.latent_name, "grouping": "true labels", "headline_split": "train",
+                 "nc3_classifier": weight_kind, "nc4": "fraction of samples where the nearest train "
+                 "class mean disagrees with the network's prediction"}
+    train_means, train_problem = None, None
+    try:
+        z, y = _split_latents(ctx, "train")
+        z = as_latents(z, "train latents")
+        train_means, _ = class_means(z, as_labels(y, z.shape[0], "train labels"), k)
+    except BenchError as exc:
+        train_problem = f"train class means unavailable: {exc}"
+    for split in opts.splits:
+        try:
+            z, y = _split_latents(ctx, split)
+            pred = ctx.predictions.get(split)
+            values = geometry(z, y, k, classifier_weight=weight, predictions=pred,
+                              ncc_means=train_means if split != "train" else None,
+                              min_per_class=opts.min_per_class, split=split)
+            if split != "train" and train_problem is not None:
+                values.update(nc4=None, nc4_reason=train_problem)
+                values.pop("nc4_means", None)
+            if weight is None:
+                values["nc3_reason"] = weight_kind
+        except BenchError as exc:
+            values = {"grouping": "true labels", "split": split, **undefined(GEOMETRY_KEYS, str(exc))}
+        out[split] = values
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EntropyOptions:
+    """Settings of the ``entropy`` evaluator (Kozachenko–Leonenko)."""
+
+    k: int = 20
+    splits: tuple[str, ...] = ("train", "test")
+    floor_rel: float = 1e-6                 # ρ_k floor, relative to the latents' RMS spread
+    max_samples: int | None = 20000         # seeded uniform subsample above this many samples
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_splits(self.splits, "entropy.splits")
+        if self.k < 1:
+            raise ValueError(f"entropy.k must be >= 1, got {self.k}")
+        if not self.floor_rel > 0:
+            raise ValueError(f"entropy.floor_rel must be > 0, got {self.floor_rel}")
+        if self.max_samples is not None and self.max_samples <= self.k:
+            raise ValueError(f"entropy.max_samples must exceed k = {self.k}, got {self.max_samples}")
+
+
+@register_evaluator("entropy", options=EntropyOptions, kind="metric")
+def entropy_evaluator(ctx: EvalContext, opts: EntropyOptions) -> dict:
+    """Kozachenko–Leonenko k-NN entropy of the latents (nats, and per dimension), exact k-NN."""
+    out: dict = {"latent": ctx.latent_name}
+    for split in opts.splits:
+        try:
+            z, y = _split_latents(ctx, split)
+            values = kl_entropy(z, opts.k, groups=y.numpy() if hasattr(y, "numpy") else y,
+                                floor_rel=opts.floor_rel, max_samples=opts.max_samples, seed=opts.seed)
+        except BenchError as exc:
+            values = {"k": opts.k, **undefined(ENTROPY_KEYS, str(exc))}
+        out[split] = values
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BinarityOptions:
+    """Settings of the ``binarity`` evaluator (2-Gaussian mixture per latent dimension)."""
+
+    splits: tuple[str, ...] = ("train",)
+    max_samples: int | None = 5000          # mixture fitted on a seeded subsample; scored on all values
+    seed: int = 0
+    max_iter: int = 200
+    tol: float = 1e-3
+
+    def __post_init__(self) -> None:
+        check_splits(self.splits, "binarity.splits")
+        if self.max_samples is not None and self.max_samples < 4:
+            raise ValueError(f"binarity.max_samples must be >= 4, got {self.max_samples}")
+        if self.max_iter < 1 or not self.tol > 0:
+            raise ValueError("binarity.max_iter must be >= 1 and binarity.tol > 0")
+
+
+@register_evaluator("binarity", options=BinarityOptions, kind="metric")
+def binarity_evaluator(ctx: EvalContext, opts: BinarityOptions) -> dict:
+    """Binary encoding: per-dimension 2-Gaussian mixture score, σ and peak distance (paper App. D)."""
+    out: dict = {"latent": ctx.latent_name}
+    for split in opts.splits:
+        try:
+            z, _ = _split_latents(ctx, split)
+            values = binarity(z, max_samples=opts.max_samples, seed=opts.seed,
+                              max_iter=opts.max_iter, tol=opts.tol)
+        except BenchError as exc:
+            values = undefined(BINARITY_KEYS, str(exc))
+        out[split] = values
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LipschitzOptions:
+    """Settings of the ``lipschitz`` evaluator."""
+
+    batch_size: int = 256
+    max_inputs: int | None = None           # default: the whole attack subset
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"lipschitz.batch_size must be >= 1, got {self.batch_size}")
+        if self.max_inputs is not None and self.max_inputs < 1:
+            raise ValueError(f"lipschitz.max_inputs must be >= 1, got {self.max_inputs}")
+
+
+@register_evaluator("lipschitz", options=LipschitzOptions, kind="metric")
+def lipschitz_evaluator(ctx: EvalContext, opts: LipschitzOptions) -> dict:
+    """Local Lipschitz estimate: mean/max of ‖∇ₓ(f_y − max_{j≠y} f_j)‖₂ over the attack subset."""
+    subset = ctx.subset if opts.max_inputs is None else ctx.subset[:opts.max_inputs]
+    x, y = ctx.test_inputs(subset)
+    try:
+        norms = margin_gradient_norms(ctx.model, x, y, batch_size=opts.batch_size, device=ctx.device)
+    except BenchError as exc:
+        return {"n_inputs": int(x.shape[0]), **undefined(LIPSCHITZ_KEYS, str(exc))}
+    return {**lipschitz_summary(norms), "inputs": "attack subset of the test split"}
