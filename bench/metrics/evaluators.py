@@ -9,6 +9,8 @@ errors when the suite loads (the option dataclasses check them).
 """
 from __future__ import annotations
 
+import functools
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +26,17 @@ from bench.metrics.lipschitz import lipschitz_summary, margin_gradient_norms
 
 ENTROPY_KEYS = ("entropy", "entropy_per_dim", "zero_knn_fraction", "floor")
 LIPSCHITZ_KEYS = ("mean", "max", "median")
+
+
+def _timed(fn):
+    """Record the evaluator's wall time as ``wall_s`` (the cost shows up in result.json)."""
+    @functools.wraps(fn)
+    def wrapper(ctx, opts):
+        t0 = time.perf_counter()
+        out = fn(ctx, opts)
+        out["wall_s"] = time.perf_counter() - t0
+        return out
+    return wrapper
 
 
 def _num_classes(ctx: EvalContext) -> int:
@@ -71,6 +84,7 @@ class GeometryOptions:
 
 
 @register_evaluator("geometry", options=GeometryOptions, kind="metric")
+@_timed
 def geometry_evaluator(ctx: EvalContext, opts: GeometryOptions) -> dict:
     """Class separation R, Σ_W, Σ_B, neural collapse NC1–NC4, coefficients of variation (true-label groups)."""
     k = _num_classes(ctx)
@@ -125,6 +139,7 @@ class EntropyOptions:
 
 
 @register_evaluator("entropy", options=EntropyOptions, kind="metric")
+@_timed
 def entropy_evaluator(ctx: EvalContext, opts: EntropyOptions) -> dict:
     """Kozachenko–Leonenko k-NN entropy of the latents (nats, and per dimension), exact k-NN."""
     out: dict = {"latent": ctx.latent_name}
@@ -159,6 +174,7 @@ class BinarityOptions:
 
 
 @register_evaluator("binarity", options=BinarityOptions, kind="metric")
+@_timed
 def binarity_evaluator(ctx: EvalContext, opts: BinarityOptions) -> dict:
     """Binary encoding: per-dimension 2-Gaussian mixture score, σ and peak distance (paper App. D)."""
     out: dict = {"latent": ctx.latent_name}
@@ -189,6 +205,7 @@ class LipschitzOptions:
 
 
 @register_evaluator("lipschitz", options=LipschitzOptions, kind="metric")
+@_timed
 def lipschitz_evaluator(ctx: EvalContext, opts: LipschitzOptions) -> dict:
     """Local Lipschitz estimate: mean/max of ‖∇ₓ(f_y − max_{j≠y} f_j)‖₂ over the attack subset."""
     subset = ctx.subset if opts.max_inputs is None else ctx.subset[:opts.max_inputs]

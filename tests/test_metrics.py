@@ -1,0 +1,331 @@
+"""Metrics against independent oracles: naive per-sample loops, closed forms, scipy directly.
+
+Entropy tolerance (Kozachenko–Leonenko, k = 20, N = 4,000, rotated Gaussians with axis
+scales in [0.7, 1.4]): |Ĥ − H|/d < 0.03 nats at d = 2 and < 0.05 at d = 8. At d = 32 the
+estimator is known to over-estimate at finite N (the 20th neighbour is far on the scale
+of the density's variation); we measured ≈ +0.1 nats/dim for an isotropic Gaussian at
+N = 5,000 and assert 0 < (Ĥ − H)/d < 0.2.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+from scipy.spatial.distance import cdist
+
+from bench.errors import BenchError
+from bench.metrics import (binarity, correlate, geometry, kl_entropy, knn_radius, margin_gradient_norms)
+from bench.metrics.binarity import fit_dimension, mixture_log_likelihood, two_means_split
+from bench.metrics.correlation import _rowwise_pearson, analyse_suite, write_analysis
+from bench.metrics.geometry import GEOMETRY_KEYS
+
+
+def clustered(n=240, d=5, k=4, sep=3.0, seed=0):
+    rng = np.random.default_rng(seed)
+    y = np.concatenate([np.arange(k), rng.integers(0, k, n - k)])   # every class present
+    z = rng.standard_normal((k, d))[y] * sep + rng.standard_normal((n, d)) * rng.uniform(0.5, 2.0, d)
+    return z.astype(np.float32).astype(np.float64), y
+
+
+# ------------------------------------------------------------------ naive oracles
+def naive_geometry(z, y, k, w, pred):
+    n, d = len(z), len(z[0])
+    sums, counts = [[0.0] * d for _ in range(k)], [0] * k
+    for i in range(n):
+        counts[y[i]] += 1
+        for j in range(d):
+            sums[y[i]][j] += z[i][j]
+    means = [[s / counts[c] for s in sums[c]] for c in range(k)]
+    gmean = [sum(z[i][j] for i in range(n)) / n for j in range(d)]
+    ratios = []
+    for i in range(n):
+        own = math.dist(z[i], means[y[i]])
+        other = min(math.dist(z[i], means[c]) for c in range(k) if c != y[i])
+        ratios.append(other / own)
+    sw = [[0.0] * d for _ in range(d)]
+    for i in range(n):
+        diff = [z[i][j] - means[y[i]][j] for j in range(d)]
+        for a in range(d):
+            for b in range(d):
+                sw[a][b] += diff[a] * diff[b] / n
+    sb = [[0.0] * d for _ in range(d)]
+    for c in range(k):
+        diff = [means[c][j] - gmean[j] for j in range(d)]
+        for a in range(d):
+            for b in range(d):
+                sb[a][b] += diff[a] * diff[b] / k
+    sw, sb = np.array(sw), np.array(sb)
+    centred = [[means[c][j] - gmean[j] for j in range(d)] for c in range(k)]
+    norms = [math.sqrt(sum(v * v for v in m)) for m in centred]
+    cosines = [sum(a * b for a, b in zip(centred[c], centred[e])) / (norms[c] * norms[e])
+               for c in range(k) for e in range(k) if c != e]
+    mean_norm = sum(norms) / k
+    mean_cos = sum(cosines) / len(cosines)
+    wf = math.sqrt(sum(v * v for row in w for v in row))
+    mf = math.sqrt(sum(v * v for row in centred for v in row))
+    nc3 = math.sqrt(sum((w[c][j] / wf - centred[c][j] / mf) ** 2 for c in range(k) for j in range(d)))
+    disagree = 0
+    for i in range(n):
+        ncc = min(range(k), key=lambda c: math.dist(z[i], means[c]))
+        disagree += ncc != pred[i]
+    row_norms = [math.sqrt(sum(v * v for v in z[i])) for i in range(n)]
+    absz = [abs(v) for row in z for v in row]
+
+    def cv(values):
+        m = sum(values) / len(values)
+        return math.sqrt(sum((v - m) ** 2 for v in values) / len(values)) / m
+
+    return {"R_mean": sum(ratios) / n, "R_median": float(np.median(ratios)),
+            "sigma_w_trace": float(np.trace(sw)), "sigma_w_mean_entry": float(sw.mean()),
+            "sigma_b_trace": float(np.trace(sb)),
+            "nc1": float(np.trace(sw @ np.linalg.pinv(sb))) / k,
+            "nc2_equinorm": math.sqrt(sum((v - mean_norm) ** 2 for v in norms) / k) / mean_norm,
+            "nc2_equiangular": math.sqrt(sum((v - mean_cos) ** 2 for v in cosines) / len(cosines)),
+            "nc2_max_angle": sum(abs(v + 1 / (k - 1)) for v in cosines) / len(cosines),
+            "nc3": nc3, "nc4": disagree / n, "cv_norm": cv(row_norms), "cv_abs": cv(absz)}
+
+
+@pytest.mark.parametrize("n,d,k", [(240, 5, 4), (150, 2, 6)])   # Σ_B rank-deficient, and d < K − 1
+def test_geometry_matches_naive_loops(n, d, k):
+    z, y = clustered(n, d, k, seed=d)
+    rng = np.random.default_rng(1)
+    w = rng.standard_normal((k, d))
+    pred = np.where(rng.random(n) < 0.8, y, rng.integers(0, k, n))
+    got = geometry(z, y, k, classifier_weight=w, predictions=pred)
+    want = naive_geometry(z.tolist(), y.tolist(), k, w.tolist(), pred.tolist())
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, rel=1e-9, abs=1e-12), key
+    assert got["nc1_per_dim"] == pytest.approx(want["nc1"] / d, rel=1e-9)
+    assert got["n_on_own_mean"] == 0 and got["grouping"] == "true labels"
+    assert set(GEOMETRY_KEYS) <= set(got)
+
+
+def test_geometry_collapsed_class_is_counted_not_infinite():
+    z, y = clustered(200, 4, 3)
+    z[y == 1] = z[y == 1][0]                      # class 1 collapsed to one bit-identical point
+    got = geometry(z, y, 3)
+    assert got["n_on_own_mean"] == int((y == 1).sum())
+    assert math.isfinite(got["R_mean"]) and "R_note" in got
+    z_all = np.repeat(np.eye(3, 4), [70, 70, 60], axis=0)   # every class collapsed
+    got = geometry(z_all, np.repeat(np.arange(3), [70, 70, 60]), 3)
+    assert got["R_mean"] is None and "unbounded" in got["R_mean_reason"]
+    assert got["sigma_w_trace"] == 0.0 and got["nc1"] == 0.0
+
+
+def test_geometry_test_split_nc4_uses_given_means():
+    z, y = clustered(200, 4, 3)
+    far = np.full((3, 4), 100.0)
+    far[0] = 0.0                                  # nearest-centre rule says class 0 everywhere
+    got = geometry(z, y, 3, predictions=np.zeros(200, dtype=int), ncc_means=far)
+    assert got["nc4"] == 0.0 and got["nc4_means"] == "train class means"
+
+
+# ------------------------------------------------------------------ bad inputs
+def test_bad_inputs_raise_clear_errors():
+    z, y = clustered(100, 3, 3)
+    with pytest.raises(BenchError, match="class 2 has 1 sample"):
+        geometry(np.vstack([z[y != 2], z[y == 2][:1]]), np.concatenate([y[y != 2], [2]]), 3)
+    with pytest.raises(BenchError, match="no samples in the test split"):
+        geometry(z[y != 1], y[y != 1], 3, split="test")
+    bad = z.copy()
+    bad[7, 1] = np.nan
+    with pytest.raises(BenchError, match="non-finite"):
+        geometry(bad, y, 3)
+    with pytest.raises(BenchError, match="non-finite"):
+        kl_entropy(bad)
+    with pytest.raises(BenchError, match="more than 20 samples"):
+        kl_entropy(z[:20], 20)
+    with pytest.raises(BenchError, match="out of range"):
+        geometry(z, y, 2)
+    with pytest.raises(BenchError, match="at least 4 samples"):
+        binarity(z[:3])
+
+
+def test_evaluators_record_none_with_reason(tmp_path):
+    from bench.evaluators import EVALUATORS, EvalContext, evaluator_options
+    from bench.metrics.evaluators import GeometryOptions
+
+    z, y = clustered(120, 4, 3)
+    zt = torch.tensor(z, dtype=torch.float32)
+    yt = torch.tensor(y)
+    keep = yt != 2                                 # the test split lacks class 2
+    ctx = EvalContext(suite=None, run=None, model=torch.nn.Identity(), data=type("D", (), {"num_classes": 3})(),
+                      device=torch.device("cpu"), latents={"train": zt, "test": zt[keep]},
+                      labels={"train": yt, "test": yt[keep]}, predictions={"train": yt, "test": yt[keep]},
+                      subset=torch.arange(10))
+    geo = EVALUATORS.get("geometry")(ctx, GeometryOptions())
+    assert geo["train"]["R_mean"] > 1
+    assert geo["test"]["R_mean"] is None and "class" in geo["test"]["R_mean_reason"]
+    assert all(geo["test"][key] is None for key in GEOMETRY_KEYS)
+    ent = EVALUATORS.get("entropy")(ctx, evaluator_options("entropy", {"entropy": {"k": 100}}))
+    assert ent["train"]["entropy"] > -10 and ent["test"]["entropy"] is None
+    assert "more than 100" in ent["test"]["entropy_reason"]
+    json.dumps(geo), json.dumps(ent)               # JSON-able, no NaN sneaking through
+    with pytest.raises(BenchError, match="entropy.k"):
+        evaluator_options("entropy", {"entropy": {"k": 0}})
+
+
+# ------------------------------------------------------------------ entropy
+def test_knn_exact_against_brute_force():
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 900)
+    for sep in (0.0, 2.0, 50.0):                  # overlapping, touching, separated classes
+        z = rng.standard_normal((4, 24))[y] * sep + rng.standard_normal((900, 24))
+        z[:40] = z[40:80]                         # exact duplicates
+        dist = np.sort(cdist(z, z), axis=1)       # column 0 is the point itself
+        want = dist[:, 20]
+        for groups in (y, None):
+            got, method = knn_radius(z, 20, groups)
+            assert "blocked" in method
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        got, method = knn_radius(z[:, :6], 20)
+        assert "cKDTree" in method
+        np.testing.assert_allclose(got, np.sort(cdist(z[:, :6], z[:, :6]), axis=1)[:, 20], rtol=1e-12)
+
+
+@pytest.mark.parametrize("d,low,high", [(2, -0.03, 0.03), (8, -0.05, 0.05), (32, 0.0, 0.2)])
+def test_kl_entropy_against_gaussian_closed_form(d, low, high):
+    rng = np.random.default_rng(d)
+    scales = rng.uniform(0.7, 1.4, d)
+    rotation = np.linalg.qr(rng.standard_normal((d, d)))[0]
+    z = rng.standard_normal((4000, d)) * scales @ rotation.T + 5.0
+    true = 0.5 * d * math.log(2 * math.pi * math.e) + np.log(scales).sum()
+    got = kl_entropy(z, 20)
+    assert got["n"] == 4000 and got["zero_knn_fraction"] == 0.0
+    assert low < (got["entropy"] - true) / d < high
+    assert got["entropy_per_dim"] == pytest.approx(got["entropy"] / d)
+
+
+def test_kl_entropy_duplicates_floor_and_scale():
+    rng = np.random.default_rng(0)
+    z = rng.standard_normal((600, 3))
+    z[:300] = z[0]                                 # half the samples bit-identical
+    got = kl_entropy(z, 20)
+    assert got["zero_knn_fraction"] == pytest.approx(0.5, abs=0.01)
+    assert math.isfinite(got["entropy"]) and got["floor"] == pytest.approx(1e-6 * got["spread"])
+    scaled = kl_entropy(z * 1000.0, 20)            # the floor scales with the data
+    assert scaled["entropy"] == pytest.approx(got["entropy"] + 3 * math.log(1000.0), rel=1e-9)
+    same = kl_entropy(np.ones((50, 3)), 20)
+    assert same["entropy"] is None and "identical" in same["entropy_reason"]
+    sub = kl_entropy(rng.standard_normal((3000, 2)), 20, max_samples=1000, seed=1)
+    assert sub["n"] == 1000 and sub["n_total"] == 3000 and sub["subsampled"]
+
+
+# ------------------------------------------------------------------ binarity
+def test_binarity_two_peaks_vs_one_gaussian():
+    rng = np.random.default_rng(0)
+    code = np.sign(rng.standard_normal((6000, 6)))
+    two = binarity(code + 0.1 * rng.standard_normal((6000, 6)))
+    one = binarity(rng.standard_normal((6000, 6)) * 3 + 1)
+    # standardised peaks at ±1 of width 0.1: score ≈ −2.11 − log 0.1 ≈ 0.19, distance ≈ 20
+    assert two["gmm_score_min"] > 0.1 and two["peaks_dist_min"] > 15 and two["sigma_mean"] < 0.15
+    # a standard Gaussian: −½ log(2πe) = −1.419 whatever its scale
+    assert one["gmm_score_mean"] == pytest.approx(-0.5 * math.log(2 * math.pi * math.e), abs=0.02)
+    assert one["peaks_dist_mean"] < 3
+    const = binarity(np.c_[rng.standard_normal(50), np.zeros(50)])
+    assert const["n_constant_dims"] == 1
+
+
+def test_binarity_pieces_against_sklearn_and_brute_force():
+    rng = np.random.default_rng(1)
+    x = np.concatenate([rng.normal(-1, 0.3, 300), rng.normal(2, 0.5, 100)])
+    x = (x - x.mean()) / x.std()
+    xs = np.sort(x)
+    split = int(two_means_split(xs[:, None])[0])
+    sse = [((xs[:j] - xs[:j].mean()) ** 2).sum() + ((xs[j:] - xs[j:].mean()) ** 2).sum() for j in range(1, 400)]
+    assert split == int(np.argmin(sse)) + 1
+    gmm, converged = fit_dimension(x, xs, split, seed=0, reg_covar=1e-6, tol=1e-3, max_iter=200)
+    assert converged
+    mine = mixture_log_likelihood(x[:, None], gmm.weights_[:, None], gmm.means_.reshape(2, 1),
+                                  np.sqrt(gmm.covariances_.reshape(2, 1)))
+    assert mine[0] == pytest.approx(gmm.score(x[:, None]), rel=1e-10)
+
+
+# ------------------------------------------------------------------ Lipschitz
+def test_lipschitz_of_a_linear_model_is_exact():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5, bias=False))
+    x = torch.rand(37, 3, 4)
+    y = torch.randint(0, 5, (37,))
+    norms = margin_gradient_norms(model, x, y, batch_size=8)
+    w = model[1].weight.detach().double()
+    logits = model(x).detach()
+    for i in range(37):
+        runner_up = max((j for j in range(5) if j != y[i]), key=lambda j: logits[i, j])
+        assert norms[i] == pytest.approx(float((w[y[i]] - w[runner_up]).norm()), rel=1e-6)
+    assert all(p.grad is None for p in model.parameters())
+
+
+# ------------------------------------------------------------------ correlation
+def test_correlate_matches_scipy():
+    rng = np.random.default_rng(0)
+    x = rng.lognormal(size=15)
+    y = 2 * x + rng.normal(size=15)
+    got = correlate(x, y, n_boot=500, seed=3)
+    p = stats.pearsonr(x, y)
+    s = stats.spearmanr(x, y)
+    assert got["pearson"]["r"] == pytest.approx(p.statistic) and got["pearson"]["p"] == pytest.approx(p.pvalue)
+    assert got["spearman"]["r"] == pytest.approx(s.statistic) and got["spearman"]["p"] == pytest.approx(s.pvalue)
+    lo, hi = got["pearson"]["ci95"]
+    assert lo < got["pearson"]["r"] < hi
+    assert correlate(x, y, n_boot=500, seed=3) == got          # seeded
+    bx, by = rng.normal(size=(4, 15)), rng.normal(size=(4, 15))
+    np.testing.assert_allclose(_rowwise_pearson(bx, by), [np.corrcoef(a, b)[0, 1] for a, b in zip(bx, by)])
+    assert correlate([1, 2], [3, 4])["pearson"] is None
+    assert "constant" in correlate([1, 1, 1, 1], [1, 2, 3, 4])["pearson_reason"]
+
+
+def _record(tmp_path, plugin, seed, r_train, rho, status="done"):
+    from bench.results import RunRecord
+    ev = {"geometry": {"train": {"R_mean": r_train}, "test": {"R_mean": r_train * 0.9}}}
+    if rho is not None:
+        ev["deepfool"] = {"rho_mean": rho}
+    return RunRecord(tmp_path / plugin / f"seed{seed}", {"run": {"suite": "s", "plugin": plugin, "seed": seed,
+                                                                  "lr": 1e-3}},
+                     {"status": status, "evaluations": ev})
+
+
+def test_analyse_suite(tmp_path):
+    r = [2.0, 3.0, 30.0, 200.0, 300.0, 1.9]
+    rho = [0.01, 0.02, 0.2, 0.5, 0.6, 0.009]
+    records = [_record(tmp_path, f"P{i}", 0, a, b) for i, (a, b) in enumerate(zip(r, rho))]
+    records.append(_record(tmp_path, "Failed", 0, 5.0, 0.1, status="failed"))
+    records.append(_record(tmp_path, "NoRho", 0, 5.0, None))
+    out = analyse_suite(records)
+    train = out["train"]
+    assert out["status"] == "ok" and out["n_done"] == 7 and len(out["points"]) == 7
+    assert train["n_runs"] == 6 and train["n_missing"] == 1
+    assert train["R_vs_rho"]["pearson"]["r"] == pytest.approx(stats.pearsonr(r, rho).statistic)
+    assert train["logR_vs_logrho"]["pearson"]["r"] == pytest.approx(stats.pearsonr(np.log(r), np.log(rho)).statistic)
+    assert out["test"]["R_vs_rho"]["spearman"]["r"] == pytest.approx(1.0)
+    json.dumps(out)
+    none = analyse_suite([_record(tmp_path, "A", s, 2.0 + s, None) for s in range(4)])
+    assert none["status"] == "not available" and "deepfool" in none["train"]["reason"]
+
+
+# ------------------------------------------------------------------ the command on a trained run
+@pytest.mark.slow
+def test_bench_metrics_on_a_trained_run(tmp_path):
+    from bench.cli import main
+    from bench.config import load_suite
+    from bench.runs import RunSpec
+    from bench.train import train_run
+
+    suite = load_suite("digits", ["recipe.epochs=2", "plugins=[LPC]", "seeds=[0]", "evaluation.subset_size=64"])
+    outcome = train_run(suite, RunSpec("digits", "LPC", 0, suite.lrs[0]), tmp_path)
+    assert outcome.status == "done" and outcome.result["evaluations"] == {}
+    assert main(["metrics", "--runs", str(tmp_path), "--quiet", "--set", "entropy.k=10"]) == 0
+    result = json.loads(next(tmp_path.rglob("result.json")).read_text())
+    ev = result["evaluations"]
+    assert set(ev) == {"geometry", "entropy", "binarity", "lipschitz"}
+    assert ev["geometry"]["train"]["R_mean"] > 0 and ev["geometry"]["latent"] == "z"
+    assert ev["entropy"]["train"]["k"] == 10 and ev["lipschitz"]["n_inputs"] == 64
+    assert result["test_acc"] == outcome.result["test_acc"]          # the rest of result.json kept
+    analysis = json.loads((tmp_path / "digits" / "analysis.json").read_text())
+    assert analysis["status"] == "not available"                       # no deepfool in this suite
+    assert main(["metrics", "--runs", str(tmp_path), "--set", "entropy.k=0"]) == 2
