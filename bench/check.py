@@ -311,6 +311,7 @@ def run_check(runs_root: Path, suite: str, against: str, *, alpha: float = DEFAU
     claims = evaluate_claims(ours, summary.correlation)
     claim_rows, claim_fail = [], 0
     for claim in claims:
+        detail = claim.detail
         if claim.status == SKIPPED:
             verdict = "skip"
         elif against == "published":
@@ -323,10 +324,10 @@ def run_check(runs_root: Path, suite: str, against: str, *, alpha: float = DEFAU
                 verdict = "fail"
             else:
                 verdict = "pass"
-                claim.detail += f" (the baseline: {before or 'not recorded'}; not a regression)"
+                detail += f" (the baseline: {before or 'not recorded'}; not a regression)"
         claim_fail += verdict == "fail"
         ref_text = "required" if against == "published" else (ref_claims.get(claim.key) or "—")
-        claim_rows.append([claim.statement, claim.status, ref_text, verdict.upper(), claim.detail])
+        claim_rows.append([claim.statement, claim.status, ref_text, verdict.upper(), detail])
 
     counted = sum(len(p.runs) for p in summary.plugins)
     lines = [f"bench check: suite `{summary.suite}` ({len(summary.plugins)} plugins, {counted} counted runs under "

@@ -84,10 +84,19 @@ def metric_spec(key: str) -> Metric:
     kind, _, rest = key.partition(":")
     if kind == "ra":
         norm, _, eps = rest.partition(":")
-        return Metric(key, f"RA {NORM_LABEL.get(norm, norm)} ε={eps} (%)", None, "pct", atol=0.01, rtol=0.0)
+        return Metric(key, f"RA {NORM_LABEL.get(norm, norm)} ε={eps_label(eps)} (%)", None, "pct", atol=0.01, rtol=0.0)
     if kind == "minnorm":
         return Metric(key, f"{rest} median min-norm", None, atol=1e-4)
     return Metric(key, key, None)
+
+
+def eps_label(text: str) -> str:
+    """'0.141176' → '36/255' (a whole number of grey levels), else the key as written."""
+    value = _float_or_inf(text)
+    levels = value * 255
+    if math.isfinite(value) and 0 < value < 1 and abs(levels - round(levels)) < 1e-3:
+        return f"{round(levels)}/255"
+    return text
 
 
 def metric_order(keys) -> list[str]:
@@ -595,39 +604,69 @@ def _fmt_any(value: Any) -> str:
     return None
 
 
+def _corr_cell(pair: dict, name: str) -> str:
+    entry = pair.get(name)
+    if not isinstance(entry, dict):
+        return str(pair.get(f"{name}_reason") or NA)
+    r, p, ci = number(entry.get("r")), number(entry.get("p")), entry.get("ci95")
+    text = NA if r is None else f"{r:.3f}"
+    if isinstance(ci, (list, tuple)) and len(ci) == 2 and all(number(c) is not None for c in ci):
+        text += f" [{ci[0]:.3f}, {ci[1]:.3f}]"
+    if p is not None:
+        text += f" (p = {p:.2g})"
+    return text
+
+
 def analysis_lines(analysis: Any) -> list[str]:
-    """Render the analysis result, whatever its nesting: one bullet per entry, scalars inline."""
+    """The suite analysis as a table: per split and pair, Pearson and Spearman with 95 % CI and p."""
     if not isinstance(analysis, dict):
         return [f"- {analysis}"]
-    lines = []
-    for name in sorted(analysis):
-        value = analysis[name]
-        if isinstance(value, dict):
-            parts = [f"{k} = {_fmt_any(value[k])}" for k in sorted(value) if _fmt_any(value[k]) is not None]
-            lines.append(f"- {name}: {', '.join(parts)}")
-        elif _fmt_any(value) is not None:
-            lines.append(f"- {name}: {_fmt_any(value)}")
-    return lines
+    if analysis.get("status") not in (None, "ok"):
+        return [f"Not available: {analysis.get('reason', analysis.get('status'))}."]
+    rows, notes = [], []
+    for split in ("train", "test"):
+        entry = analysis.get(split)
+        if not isinstance(entry, dict):
+            continue
+        label = f"{split} (headline)" if split == "train" else split
+        if entry.get("status") not in (None, "ok"):
+            rows.append([label, NA, NA, str(entry.get("reason", entry.get("status"))), NA])
+            continue
+        for key, pair_label in (("R_vs_rho", "R vs ρ"), ("logR_vs_logrho", "log R vs log ρ")):
+            pair = entry.get(key)
+            if isinstance(pair, dict):
+                rows.append([label, pair_label, str(pair.get("n", NA)), _corr_cell(pair, "pearson"),
+                             _corr_cell(pair, "spearman")])
+        if entry.get("n_missing"):
+            notes.append(f"{split}: {entry['n_missing']} done run(s) without both R and ρ left out.")
+    if not rows:  # an analysis of another shape: list its scalar entries
+        return [f"- {k}: {_fmt_any(v)}" for k, v in sorted(analysis.items()) if _fmt_any(v) is not None]
+    boot = analysis.get("bootstrap") if isinstance(analysis.get("bootstrap"), dict) else {}
+    lines = md_table(["R from split", "pair", "runs", "Pearson r [95 % CI] (p)", "Spearman [95 % CI] (p)"], rows)
+    lines += ["", f"Runs used: {analysis.get('runs_used', 'every done run')}; confidence intervals: "
+              f"{boot.get('interval', 'bootstrap')}, {boot.get('resamples', '?')} bootstrap resamples "
+              f"(seed {boot.get('seed', '?')})."]
+    return lines + ([" ".join(notes)] if notes else [])
 
 
 def correlation_lines(summary: SuiteSummary, figure: list[str]) -> list[str]:
     lines = ["## Class separation vs robustness (paper Fig. 3)", ""]
     lines += figure + ([""] if figure else [])
-    c = summary.correlation
-    if c is None:
-        lines.append("Pearson r(R, ρ): not computable (needs at least 3 done runs with both R and ρ).")
-    else:
-        lines.append(f"Pearson r(R, ρ) = {c.r:.3f} (p = {c.p:.2g}) over all {c.n} done runs (every learning rate, "
-                     f"as the paper's Fig. 3); of log R with log ρ: {c.r_log:.3f}. The paper reports 0.97 "
-                     f"(CIFAR-10) and 0.985 (CIFAR-100).")
     analysis, why = suite_analysis(summary.records)
-    lines.append("")
-    if analysis is None:
-        lines.append(f"Suite analysis (Pearson/Spearman with bootstrap 95 % CI): {why}.")
-    else:
-        lines.append("Suite analysis (`bench.metrics.correlation`: Pearson/Spearman with bootstrap 95 % CI):")
+    c = summary.correlation
+    if analysis is not None:
+        lines.append("Suite analysis (`bench.metrics.correlation`): correlation of R with DeepFool ρ across runs.")
         lines.append("")
         lines += analysis_lines(analysis)
+    else:
+        lines.append(f"Suite analysis (Pearson/Spearman with bootstrap 95 % CI): {why}.")
+        lines.append("")
+        if c is None:
+            lines.append("Pearson r(R, ρ): not computable (needs at least 3 done runs with both R and ρ).")
+        else:
+            lines.append(f"Pearson r(R, ρ) = {c.r:.3f} (p = {c.p:.2g}) over all {c.n} done runs (every learning "
+                         f"rate, as the paper's Fig. 3); of log R with log ρ: {c.r_log:.3f}.")
+    lines += ["", "The paper reports Pearson r(R, ρ) = 0.97 (CIFAR-10) and 0.985 (CIFAR-100) across all its runs."]
     return lines + [""]
 
 
