@@ -102,7 +102,7 @@ def cmd_list(args) -> int:
         "plugins": PLUGINS.names(),
         "datasets": DATASETS.names(),
         "backbones": BACKBONES.names(),
-        "attacks": [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "attack"],
+        "attacks": list(dict.fromkeys([n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "attack"] + __import__("bench.attacks", fromlist=["ATTACKS"]).ATTACKS.names())),  # [issue 3] evaluators, then attack methods
         "metrics": [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "metric"],
     }
     for name, items in sections.items():
