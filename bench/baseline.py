@@ -30,10 +30,15 @@ def default_path(suite: str) -> Path:
 
 
 def _strip_local(config: dict) -> dict:
+    """The suite dict without the keys that cannot change a number (data paths, runtime)."""
     suite = json.loads(json.dumps(config.get("suite", {})))
     for dotted in LOCAL_CONFIG_KEYS:
-        section, key = dotted.split(".")
-        (suite.get(section) or {}).pop(key, None)
+        *parents, key = dotted.split(".")
+        node = suite
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.pop(key, None)
     return suite
 
 

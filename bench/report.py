@@ -26,8 +26,13 @@ from bench.results import RunRecord, load_runs, select_best_lr
 NA = "–"
 LPC_FAMILY = ("LPC", "LPC-WIDE", "LPC-NARROW", "LPC-SCL")       # the L2 penalty on a linear z
 L2_PENALISED = ("LPC", "LPC-WIDE", "LPC-NARROW", "LPC-SCL", "LPC-NoPen")
-# dataset.root / download say where the data lies, not what was run: never compared
-LOCAL_CONFIG_KEYS = ("dataset.root", "dataset.download")
+# Config keys that do not change a run's numbers (where the data lies, how and where it
+# ran, prose): never compared between runs or with a baseline.
+LOCAL_CONFIG_KEYS = ("dataset.root", "dataset.download", "runtime", "executor", "description", "paper_differences")
+
+
+def is_local_key(dotted: str) -> bool:
+    return any(dotted == k or dotted.startswith(k + ".") for k in LOCAL_CONFIG_KEYS)
 
 
 # --------------------------------------------------------------------------- metrics
@@ -369,7 +374,7 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
 def comparable_config(config: dict) -> dict[str, Any]:
     """The suite config as flat dotted keys, without the machine-local ones."""
     flat = flatten(config.get("suite", {}))
-    return {k: v for k, v in flat.items() if k not in LOCAL_CONFIG_KEYS}
+    return {k: v for k, v in flat.items() if not is_local_key(k)}
 
 
 def config_differences(a: dict, b: dict, limit: int = 4) -> str:
