@@ -12,7 +12,8 @@ check:
 2. **Test.** Beyond the floor, the difference is tested: Welch's two-sided t-test when
    both sides have n ≥ 2 seeds; when one side is a single run and the other has n ≥ 2
    with a spread, a prediction test (is that run a plausible new draw from the other
-   side's seeds: t = Δ / (s·√(1 + 1/n)), n − 1 degrees of freedom).
+   side's seeds: t = Δ / (s·√(1 + 1/n)), n − 1 degrees of freedom); against a reference
+   mean published without its spread, a one-sample t-test of our seeds.
 3. **Multiplicity.** Holm–Bonferroni over all tests of one check at family-wise α
    (default 0.05): a test fails when its p-value falls below its Holm threshold.
 4. **No spread.** With no spread on either side (n = 1 or std = 0) a difference beyond
@@ -61,6 +62,8 @@ def difference_test(a: Stat, b: Stat) -> DiffTest | None:
             return None
         denom = (va * va / (a.n - 1) if va else 0.0) + (vb * vb / (b.n - 1) if vb else 0.0)
         return DiffTest(diff / math.sqrt(se2), se2 * se2 / denom, "Welch")
+    if sa and b.n >= 2 and b.std is None:   # a reference mean published without its spread
+        return DiffTest(diff / (sa / math.sqrt(a.n)), a.n - 1, "one-sample")
     if a.n == 1 and sb:
         return DiffTest(diff / (sb * math.sqrt(1 + 1 / b.n)), b.n - 1, "prediction")
     if b.n == 1 and sa:
@@ -262,7 +265,8 @@ class CheckResult:
 def rule_text(alpha: float) -> str:
     return (f"Rule: per (plugin, metric), pass when |ours − reference| ≤ max(rtol·|reference|, atol) (the per-metric "
             f"floor in the *tolerance* column); beyond it, Welch's two-sided t-test (both sides n ≥ 2) or a "
-            f"prediction test of a single run against the other side's seeds (t = Δ / (s·√(1 + 1/n)), n − 1 df); "
+            f"prediction test of a single run against the other side's seeds (t = Δ / (s·√(1 + 1/n)), n − 1 df), "
+            f"or a one-sample t-test against a reference published without its spread; "
             f"Holm–Bonferroni over all tests of this check, family-wise α = {alpha:g}; with no spread on either "
             f"side (n = 1 or std = 0) a difference beyond the floor fails. A metric the reference has and these runs "
             f"lack fails.")
@@ -306,6 +310,9 @@ def run_check(runs_root: Path, suite: str, against: str, *, alpha: float = DEFAU
         absent = [p for p in ref_stats if p not in ours]
         if absent:
             notes.append(f"Published models not in these runs (not compared): {', '.join(absent)}.")
+    extra = [p for p in ours if p not in ref_stats]
+    if extra:
+        notes.append(f"Plugins without reference numbers (not compared): {', '.join(extra)}.")
     holm(comparisons, alpha)
 
     claims = evaluate_claims(ours, summary.correlation)

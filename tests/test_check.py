@@ -281,6 +281,8 @@ def test_welch_matches_scipy():
     single = check.difference_test(Stat(2.0, None, 1), Stat(1.0, 0.5, 4))
     assert single.kind == "prediction" and single.df == 3
     assert single.t == pytest.approx(1.0 / (0.5 * math.sqrt(1 + 1 / 4)))
+    one = check.difference_test(Stat(1.0, 0.2, 4), Stat(1.5, None, 5))    # published without a spread
+    assert one.kind == "one-sample" and one.df == 3 and one.t == pytest.approx(-5.0)
     assert check.difference_test(Stat(2.0, None, 1), Stat(1.0, None, 1)) is None
     assert check.difference_test(Stat(2.0, 0.0, 3), Stat(1.0, 0.0, 3)) is None
 

@@ -13,9 +13,10 @@ reference (--against):
   (default)   bench/baselines/<suite>.json
 
 rule: a (plugin, metric) passes within a per-metric tolerance floor max(rtol*|ref|, atol);
-beyond it, Welch's t-test (both sides n >= 2) or a prediction test (one side a single run),
-Holm-Bonferroni over all tests at family-wise alpha; with no spread on either side, a
-difference beyond the floor fails. Shape claims (LPC-family R >= 100x NoPen, LPC rho >= 10x
+beyond it, Welch's t-test (both sides n >= 2), a prediction test (one side a single run) or
+a one-sample t-test (a reference published without its std), Holm-Bonferroni over all
+tests at family-wise alpha; with no spread on either side, a difference beyond the floor
+fails. Shape claims (LPC-family R >= 100x NoPen, LPC rho >= 10x
 NoPen, Sigma_W of L2-penalised models >= 100x smaller, LPC accuracy not below NoPen beyond
 noise, Pearson(R, rho) >= 0.9): must hold against `published`; against a baseline only a
 claim that held there and no longer holds fails. Missing inputs: skipped, with the reason.
