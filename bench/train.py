@@ -207,9 +207,12 @@ def _train_epoch(model: Classifier, optimizer, loader: DeviceLoader, suite: Suit
     model.head.set_epoch(epoch)
     lr_now = set_learning_rates(optimizer, suite, spec.lr, epoch)
     loader.set_seed(epoch_seed(spec.seed, epoch))
-    sums: dict[str, torch.Tensor] = {}
-    correct = torch.zeros((), device=device)
-    seen = 0
+    # hot path: per step only detached references to the loss terms and one argmax, kept on
+    # the device; they are reduced (and synchronised) once, at the end of the epoch
+    names: list[str] | None = None
+    step_terms: list[torch.Tensor] = []
+    step_preds: list[torch.Tensor] = []
+    step_labels: list[torch.Tensor] = []
     t0 = time.perf_counter()
     channels_last = device.type == "cuda" and suite.runtime.channels_last
     for xb, yb in loader:
@@ -221,15 +224,22 @@ def _train_epoch(model: Classifier, optimizer, loader: DeviceLoader, suite: Suit
         optimizer.zero_grad(set_to_none=True)
         terms["total"].backward()
         optimizer.step()
-        n = yb.shape[0]
-        for name, value in terms.items():
-            sums[name] = sums.get(name, 0.0) + value.detach() * n
-        correct += (out.logits.detach().argmax(1) == yb).sum()
-        seen += n
-    row = {"epoch": epoch, "lr": lr_now, "train_acc": float(correct) / seen,
+        if names is None:
+            names = list(terms)
+        elif len(terms) != len(names) or any(a != b for a, b in zip(terms, names)):
+            raise ValueError(f"{spec.plugin}: loss terms changed within an epoch: {names} -> {list(terms)}")
+        step_terms.extend(v.detach() for v in terms.values())
+        step_preds.append(out.logits.detach().argmax(1))
+        step_labels.append(yb)
+    sizes = [y.shape[0] for y in step_labels]
+    seen = sum(sizes)
+    weights = torch.tensor(sizes, dtype=torch.float64)[:, None]
+    per_step = torch.stack(step_terms).view(len(sizes), -1).cpu().double()
+    means = ((per_step * weights).sum(0) / seen).tolist()
+    correct = int((torch.cat(step_preds) == torch.cat(step_labels)).sum())
+    row = {"epoch": epoch, "lr": lr_now, "train_acc": correct / seen,
            "time_s": time.perf_counter() - t0, **model.head.schedule_values()}
-    for name, total in sums.items():
-        value = float(total) / seen
+    for name, value in zip(names or [], means):
         if not math.isfinite(value):
             raise Diverged(epoch, f"loss term {name!r} is {value}")
         row[f"loss_{name}"] = value

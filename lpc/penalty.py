@@ -19,7 +19,10 @@ def latent_penalty(z: torch.Tensor, gamma: float | torch.Tensor, *,
     """
     if z.dim() < 2:
         raise ValueError(f"latent_penalty expects z of shape (B, d), got {tuple(z.shape)}")
-    z32 = z.float().flatten(0, -2)
+    z32 = z.float() if z.dim() == 2 else z.float().flatten(0, -2)
     squared = z32.pow(2)
     per_sample = squared.mean(dim=1) if per_dimension else squared.sum(dim=1)
-    return per_sample.mean() * torch.as_tensor(gamma, dtype=torch.float32, device=z.device)
+    if isinstance(gamma, torch.Tensor):
+        gamma = gamma.to(device=z.device, dtype=torch.float32)
+    # a Python float multiplies in float32 without building a tensor on every step
+    return per_sample.mean() * gamma

@@ -49,9 +49,14 @@ class GeometricSchedule(Schedule):
 
     def __call__(self, epoch: int) -> float:
         self._check_epoch(epoch)
-        # work in log space so that very long runs never overflow before the cap applies
+        # decide against the cap in log space, so that very long runs never overflow; below
+        # the cap return start · factor**epoch itself (exp(log(·)) would be off by an ulp)
         log_value = math.log(self.start) + epoch * math.log(self.factor)
-        return float(min(math.exp(min(log_value, 700.0)), self.cap))
+        if log_value >= math.log(self.cap):
+            return float(self.cap)
+        if log_value > 700.0:  # an infinite cap: stay finite
+            return math.exp(700.0)
+        return float(min(self.start * self.factor ** epoch, self.cap))
 
     def epochs_to_cap(self) -> int:
         """First epoch at which the cap is reached (∞ if the schedule never gets there)."""
