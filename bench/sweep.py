@@ -1,15 +1,27 @@
-"""Run every (plugin, seed, lr) of a suite that is not done yet."""
+"""Run every (plugin, seed, lr) of a suite that is not done yet, on an executor.
+
+The sweep decides *which* runs to execute; the executor (``bench.executors``) decides
+*where*. Only runs without a result are handed over (with ``retry_failed``, failed ones
+too). Sweeps are safe to run several at once on one runs tree, and to kill at any
+moment: each run has one writer at a time (its lock), all files are written atomically,
+and a rerun resumes every unfinished run from its last checkpoint.
+"""
 from __future__ import annotations
 
-import sys
-import time
+import os
 from pathlib import Path
 
+from bench import io
 from bench.config import Suite
 from bench.errors import BenchError
-from bench.progress import progress
-from bench.runs import RunSpec, plan_runs, run_status
-from bench.train import RunOutcome, train_run
+from bench.executors import make_executor
+from bench.executors.base import Executor, RunTask
+from bench.executors.inprocess import failure_text
+from bench.locks import RunLock, wait_until_free
+from bench.runs import RunSpec, plan_runs
+from bench.train import RunOutcome
+
+FAILED_KEPT = "result.failed.json"   # the last failure of a run that is being retried
 
 
 def select_runs(suite: Suite, plugins: list[str] | None = None, seeds: list[int] | None = None) -> list[RunSpec]:
@@ -25,39 +37,87 @@ def select_runs(suite: Suite, plugins: list[str] | None = None, seeds: list[int]
     return runs
 
 
+def _read_result(run_dir: Path) -> dict | None:
+    try:
+        return io.read_json(run_dir / "result.json")
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return {"status": "failed", "failure": {"kind": "unreadable", "reason": "result.json cannot be read"}}
+
+
+def reset_failed(run_dir: Path) -> bool:
+    """Make a failed run runnable again: its result.json moves to result.failed.json (kept for
+    the record); checkpoint and log stay, so the run resumes where it was. Done under the
+    run's lock, so a concurrent sweep never loses a result it has just written."""
+    lock = RunLock(run_dir)
+    if not (run_dir / "result.json").exists() or not lock.acquire():
+        return False
+    try:
+        result = _read_result(run_dir)
+        if result is None or result.get("status") == "done":
+            return False
+        os.replace(run_dir / "result.json", run_dir / FAILED_KEPT)
+        return True
+    finally:
+        lock.release()
+
+
 def run_sweep(suite: Suite, runs: list[RunSpec], out_root: Path, *, quiet: bool = False,
-              retry_failed: bool = False) -> list[RunOutcome]:
-    """In-process executor: runs one after the other; a failing run never stops the sweep."""
-    outcomes = []
-    todo = []
+              retry_failed: bool = False, executor: Executor | None = None) -> list[RunOutcome]:
+    """Execute the runs not done yet; one outcome per run, in the order of ``runs``.
+
+    A run already done is "skipped"; one recorded as failed stays "failed" unless
+    ``retry_failed``. A run that another live process is training ("busy") is waited for
+    with local executors and taken over if that process ends without finishing it.
+    """
+    out_root = Path(out_root)
+    executor = executor or make_executor(suite.executor, out_root, quiet=quiet)
+    outcomes: dict[RunSpec, RunOutcome] = {}
+    todo: list[RunSpec] = []
     for spec in runs:
-        status = run_status(spec.directory(out_root))
-        if status == "failed" and retry_failed:
-            (spec.directory(out_root) / "result.json").unlink()
-            status = "pending"
-        todo.append((spec, status))
-    bar = progress(todo, quiet=quiet, desc=f"{suite.name} runs", unit="run")
-    for spec, status in bar:
-        bar.set_postfix_str(spec.key)
-        t0 = time.perf_counter()
-        try:
-            outcome = train_run(suite, spec, out_root, quiet=quiet)
-        except BenchError:
-            raise
-        except Exception as exc:  # record and go on: one broken run must not lose the sweep
-            outcome = RunOutcome(spec, "failed", {"failure": {"reason": f"{type(exc).__name__}: {exc}"}},
-                                 time.perf_counter() - t0)
-            _record_crash(spec, out_root, exc)
-        outcomes.append(outcome)
-        if outcome.status == "failed" and not quiet:
-            reason = (outcome.result or {}).get("failure", {})
-            print(f"run {spec.key} failed: {reason}", file=sys.stderr)
-    return outcomes
+        run_dir = spec.directory(out_root)
+        if retry_failed:
+            reset_failed(run_dir)
+        result = _read_result(run_dir)
+        if result is None:
+            todo.append(spec)
+        else:
+            outcomes[spec] = RunOutcome(spec, "skipped" if result.get("status") == "done" else "failed", result)
+    while todo:
+        tasks = [RunTask(suite, spec, out_root, quiet) for spec in todo]
+        busy = []
+        for outcome in executor.run(tasks):
+            if outcome.status == "busy" and executor.waits_for_busy:
+                busy.append(outcome.spec)
+            else:
+                outcomes[outcome.spec] = outcome
+        for spec in busy:  # held by another live process: wait until it lets go, then look again
+            wait_until_free(spec.directory(out_root))
+        todo = busy
+    return [outcomes[spec] for spec in runs]
 
 
-def _record_crash(spec: RunSpec, out_root: Path, exc: Exception) -> None:
-    from bench.io import atomic_write_json
-    from bench.runs import RESULT_SCHEMA
-    atomic_write_json(spec.directory(out_root) / "result.json",
-                      {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "failed",
-                       "failure": {"epoch": None, "reason": f"{type(exc).__name__}: {exc}"}})
+def summarize(suite: Suite, outcomes: list[RunOutcome], wall_s: float, out_root: Path) -> tuple[str, int]:
+    """The sweep's closing lines, and the command's exit code (1 if any run failed)."""
+    count = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed", "busy", "queued")}
+    parts = [f"{count['done']} trained", f"{count['skipped']} already done", f"{count['failed']} failed"]
+    if count["busy"]:
+        parts.append(f"{count['busy']} running elsewhere")
+    if count["queued"]:
+        parts.append(f"{count['queued']} queued on Slurm")
+    lines = [f"{suite.name}: {len(outcomes)} runs ({', '.join(parts)}) in {wall_s:.1f} s; "
+             f"results under {Path(out_root) / suite.name}"]
+    failed = [o for o in outcomes if o.status == "failed"]
+    if failed:
+        lines.append("failed runs:")
+        lines += [f"  {o.spec.key}: {failure_text(o)}" for o in failed]
+        lines.append("rerun with --retry-failed to retry them (they resume from their checkpoints)")
+    busy = [o for o in outcomes if o.status == "busy"]
+    for o in busy:
+        h = (o.result or {}).get("holder") or {}
+        where = ", ".join(f"{k} {h[k]}" for k in ("host", "pid", "slurm_job") if k in h)
+        lines.append(f"  {o.spec.key}: being trained by another process ({where or 'unknown'})")
+    if count["queued"]:
+        lines.append(f"follow them with: bench status --runs {out_root}")
+    return "\n".join(lines), 1 if failed else 0

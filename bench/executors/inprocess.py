@@ -1,0 +1,34 @@
+"""The default executor: one run after the other, in this process."""
+from __future__ import annotations
+
+import sys
+from typing import Iterator, Sequence
+
+from bench.executors.base import Executor, RunTask
+from bench.progress import progress
+
+
+def failure_text(outcome) -> str:
+    failure = (outcome.result or {}).get("failure") or {}
+    kind = failure.get("kind", "failed")
+    reason = failure.get("reason", "no reason recorded")
+    epoch = failure.get("epoch")
+    return f"{kind}: {reason}" + (f" (epoch {epoch})" if epoch is not None else "")
+
+
+class InProcessExecutor(Executor):
+    name = "inprocess"
+
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.quiet = quiet
+
+    def run(self, tasks: Sequence[RunTask]) -> Iterator:
+        if not tasks:
+            return
+        bar = progress(list(tasks), quiet=self.quiet, desc=f"{tasks[0].suite.name} runs", unit="run")
+        for task in bar:
+            bar.set_postfix_str(task.spec.key)
+            outcome = task()
+            if outcome.status == "failed" and not self.quiet:
+                print(f"run {task.spec.key} failed: {failure_text(outcome)}", file=sys.stderr)
+            yield outcome

@@ -1,0 +1,197 @@
+"""A local process pool: ``--workers N`` runs at once on this machine.
+
+Workers are started with the ``spawn`` method (no forked torch/CUDA state) and live for the
+whole sweep, so each loads the dataset once (``bench.train.get_data`` caches per process)
+and then trains run after run. The pool is written out rather than taken from
+``concurrent.futures``: when one worker dies (the out-of-memory killer, a segfault) the
+parent knows exactly which run it was training, records that run as failed, starts a new
+worker and goes on, where a ``ProcessPoolExecutor`` would break as a whole. On Linux the
+workers die with the parent (``PR_SET_PDEATHSIG``), so ``kill -9`` of a sweep leaves no
+orphan training a run.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import sys
+import time
+import traceback
+from multiprocessing.connection import wait
+from typing import Iterator, Sequence
+
+from bench.errors import BenchError
+from bench.executors.base import Executor, RunTask
+from bench.executors.inprocess import failure_text
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+def _worker_main(conn, threads: int, parent_pid: int) -> None:
+    """Receive RunTasks, send back ("ok", RunOutcome) or ("error", message); None stops."""
+    _die_with_parent(parent_pid)
+    try:
+        import torch
+        torch.set_num_threads(threads)  # the suite's runtime.num_threads, if set, wins later
+        import bench.train  # noqa: F401  (pay the imports once, before the first run)
+        while True:
+            task = conn.recv()
+            if task is None:
+                break
+            try:
+                conn.send(("ok", task()))
+            except BenchError as exc:
+                conn.send(("error", str(exc)))
+            except Exception:  # train_run records failures itself; this is anything else
+                conn.send(("error", traceback.format_exc()))
+    except (KeyboardInterrupt, EOFError, BrokenPipeError):
+        pass  # the parent is going away: the run stays resumable
+
+
+class _Worker:
+    def __init__(self, ctx, threads: int) -> None:
+        self.conn, child = ctx.Pipe()
+        self.process = ctx.Process(target=_worker_main, args=(child, threads, os.getpid()),
+                                   daemon=True, name="bench-worker")
+        self.process.start()
+        child.close()
+        self.task: RunTask | None = None
+        self.started = 0.0
+
+    def give(self, task: RunTask) -> None:
+        self.task, self.started = task, time.perf_counter()
+        self.conn.send(task)
+
+    def stop(self, timeout: float = 5.0) -> None:
+        try:
+            if self.process.is_alive():
+                self.conn.send(None)
+        except (OSError, BrokenPipeError):
+            pass
+        self.process.join(timeout)
+        if self.process.is_alive():
+            self.process.terminate()
+            self.process.join(timeout)
+        self.conn.close()
+
+
+def _exit_description(code: int | None) -> tuple[str, str]:
+    if code is not None and code < 0:
+        name = signal.Signals(-code).name if -code in signal.Signals._value2member_map_ else str(-code)
+        if -code == signal.SIGKILL:
+            return "killed", f"worker process was killed by {name} (the out-of-memory killer sends it)"
+        return "killed", f"worker process was killed by {name}"
+    return "crashed", f"worker process exited with code {code} while training"
+
+
+class PoolExecutor(Executor):
+    name = "pool"
+
+    def __init__(self, workers: int, *, quiet: bool = False) -> None:
+        if workers < 1:
+            raise BenchError(f"--workers must be >= 1, got {workers}")
+        self.workers = workers
+        self.quiet = quiet
+
+    def describe(self) -> str:
+        return f"pool of {self.workers} worker processes"
+
+    def run(self, tasks: Sequence[RunTask]) -> Iterator:
+        queue = list(tasks)
+        if not queue:
+            return
+        ctx = mp.get_context("spawn")
+        n = min(self.workers, len(queue))
+        threads = max(1, (os.cpu_count() or 1) // n)
+        workers = [_Worker(ctx, threads) for _ in range(n)]
+        total, finished = len(queue), 0
+        try:
+            while True:
+                for w in workers:
+                    if w.task is None and queue:
+                        w.give(queue.pop(0))
+                active = [w for w in workers if w.task is not None]
+                if not active:
+                    break
+                ready = wait([w.conn for w in active] + [w.process.sentinel for w in active])
+                for i, w in enumerate(workers):
+                    if w.task is None or (w.conn not in ready and w.process.sentinel not in ready):
+                        continue
+                    outcome = self._collect(w)
+                    if outcome is None:
+                        continue
+                    if not w.process.is_alive():
+                        w.stop()
+                        workers[i] = _Worker(ctx, threads) if queue else w
+                    finished += 1
+                    self._report(outcome, finished, total)
+                    yield outcome
+        finally:
+            for w in workers:
+                w.stop()
+
+    def _collect(self, w: _Worker):
+        task = w.task
+        try:
+            if w.conn.poll():
+                kind, payload = w.conn.recv()
+                w.task = None
+                if kind == "error":
+                    raise BenchError(f"run {task.spec.key}: {payload}")
+                return payload
+        except (EOFError, OSError):
+            pass
+        if w.process.is_alive():
+            return None  # woke up for nothing: keep waiting
+        w.process.join(1.0)
+        w.task = None
+        kind, reason = _exit_description(w.process.exitcode)
+        return record_lost_run(task, kind, reason, time.perf_counter() - w.started)
+
+    def _report(self, outcome, finished: int, total: int) -> None:
+        if self.quiet:
+            return
+        line = f"[{finished}/{total}] {outcome.spec.key}: {outcome.status}"
+        if outcome.status == "failed":
+            line += f" ({failure_text(outcome)})"
+        print(line, file=sys.stderr, flush=True)
+
+
+def record_lost_run(task: RunTask, kind: str, reason: str, wall_s: float = 0.0, *,
+                    patience_s: float = 10.0, extra: dict | None = None):
+    """A run whose process died without writing result.json: record why, as a failed result.
+
+    Takes the run's lock (the dead process's lock is gone; ``patience_s`` covers one still
+    being torn down). If another live process holds the run, or it has a result by now,
+    nothing is written and that state is reported instead.
+    """
+    from bench import io
+    from bench.locks import RunLock, holder
+    from bench.runs import RESULT_SCHEMA
+    from bench.train import RunOutcome
+
+    run_dir = task.run_dir
+    result_path = run_dir / "result.json"
+    lock = RunLock(run_dir)
+    if not lock.acquire(patience_s=patience_s):
+        return RunOutcome(task.spec, "busy", {"holder": holder(run_dir) or {}})
+    try:
+        if result_path.exists():
+            result = io.read_json(result_path)
+            return RunOutcome(task.spec, "done" if result.get("status") == "done" else "failed", result)
+        rows = io.read_jsonl(run_dir / "log.jsonl")
+        failure = {"kind": kind, "reason": reason, "epoch": rows[-1]["epoch"] if rows else None, **(extra or {})}
+        result = {"schema": RESULT_SCHEMA, **task.spec.as_dict(), "status": "failed", "failure": failure}
+        io.atomic_write_json(result_path, result)
+        return RunOutcome(task.spec, "failed", result, wall_s)
+    finally:
+        lock.release()
