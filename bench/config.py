@@ -143,6 +143,46 @@ class RuntimeConfig:
 
 
 @dataclass(frozen=True)
+class SlurmConfig:
+    """How ``--executor slurm`` submits a sweep: one job array, one array task per run."""
+
+    partition: str | None = None          # None: the cluster's default partition
+    gpus_per_job: int = 0
+    cpus_per_job: int = 4
+    mem_gb: float | None = None           # None: the partition's default
+    time_min: int = 240                   # job time limit; longer runs checkpoint and requeue
+    array_parallelism: int = 64           # at most this many array tasks run at once
+    signal_delay_s: int = 120             # USR2 this long before the limit: checkpoint + requeue
+    max_requeues: int = 20                # requeues after time limits (preemptions do not count)
+    sbatch: dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options: {account: x, qos: y}
+    setup: tuple[str, ...] = ()           # shell lines before the job: module load, venv activation
+    folder: str | None = None             # submitit job files and logs (default <out>/.submitit)
+
+    def __post_init__(self) -> None:
+        for name in ("cpus_per_job", "time_min", "array_parallelism"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"executor.slurm.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gpus_per_job", "signal_delay_s", "max_requeues"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"executor.slurm.{name} must be >= 0, got {getattr(self, name)}")
+        if self.mem_gb is not None and self.mem_gb <= 0:
+            raise ValueError(f"executor.slurm.mem_gb must be > 0, got {self.mem_gb}")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where a sweep's runs execute; like runtime, never part of a run's identity."""
+
+    kind: Literal["inprocess", "pool", "slurm"] = "inprocess"
+    workers: int = 1                      # pool: worker processes (each loads the data once)
+    slurm: SlurmConfig = SlurmConfig()
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"executor.workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
 class Suite:
     name: str
     description: str = ""
@@ -155,6 +195,7 @@ class Suite:
     latent_widths: dict[str, int] = field(default_factory=lambda: {"narrow": 16, "intermediate": 64, "wide": 128})
     evaluation: EvalConfig = EvalConfig()
     runtime: RuntimeConfig = RuntimeConfig()
+    executor: ExecutorConfig = ExecutorConfig()
     paper_differences: tuple[str, ...] = ()   # stated in the leaderboard's header
 
     def __post_init__(self) -> None:

@@ -102,9 +102,10 @@ def _accuracy(model, x, y, data, device, batch_size, amp) -> float:
 
 
 def identity_config(suite: Suite, spec: RunSpec) -> dict:
-    """What defines a run's numbers: the suite without its runtime section, plus the run."""
+    """What defines a run's numbers: the suite without its runtime and executor sections, plus the run."""
     config = suite.to_dict()
     config.pop("runtime")
+    config.pop("executor", None)
     config.pop("description")
     return {"suite": config, "run": spec.as_dict()}
 
@@ -119,8 +120,73 @@ class RunOutcome:
 
 def train_run(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True,
               device: torch.device | None = None,
-              on_epoch_end: Callable[[int], None] | None = None) -> RunOutcome:
-    """Train (or resume) one run, evaluate it and write result.json. Idempotent."""
+              on_epoch_end: Callable[[int], None] | None = None,
+              checkpoint_requested: Callable[[], bool] | None = None) -> RunOutcome:
+    """Train (or resume) one run, evaluate it and write result.json. Idempotent.
+
+    Safe to call from many processes on one runs tree: the run's lock (bench.locks) makes
+    one of them the only writer; the others get status "busy" (holder info in ``result``).
+    A run that raises is recorded as failed in its result.json (kind "oom" or "exception",
+    with the reason) and does not propagate; a BenchError (bad input) does. Interrupts
+    (KeyboardInterrupt, SystemExit) propagate and leave the run resumable.
+    ``checkpoint_requested()``, asked after every epoch, forces a checkpoint (preemption).
+    """
+    from bench.locks import RunLock, holder, remove_stale_temporaries
+    run_dir = spec.directory(out_root)
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        return RunOutcome(spec, "skipped", io.read_json(result_path))
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        return RunOutcome(spec, "busy", {"holder": holder(run_dir) or {}})
+    try:
+        if result_path.exists():  # finished by another process between the check and the lock
+            return RunOutcome(spec, "skipped", io.read_json(result_path))
+        remove_stale_temporaries(run_dir)
+        started = time.perf_counter()
+        try:
+            return _train_run_locked(suite, spec, out_root, quiet=quiet, device=device,
+                                     on_epoch_end=on_epoch_end, checkpoint_requested=checkpoint_requested)
+        except BenchError:
+            raise
+        except Exception as exc:  # recorded: one broken run must not lose a sweep
+            return record_failure(spec, run_dir, exc, time.perf_counter() - started)
+    finally:
+        lock.release()
+
+
+def failure_kind(exc: BaseException) -> str:
+    """'oom' for out-of-memory errors (CUDA, CPU allocator, MemoryError), else 'exception'."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return "oom"
+    text = str(exc).lower()
+    if isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
+        return "oom"
+    return "exception"
+
+
+def record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, wall_s: float = 0.0) -> RunOutcome:
+    """Write a failed result.json for an exception raised inside a run (the caller holds its lock)."""
+    import traceback
+    kind = failure_kind(exc)
+    if kind == "oom" and torch.cuda.is_available():
+        torch.cuda.empty_cache()  # let the next run of this process start clean
+    rows = io.read_jsonl(run_dir / "log.jsonl")
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    failure = {"kind": kind, "reason": f"{type(exc).__name__}: {exc}"[:2000],
+               "epoch": rows[-1]["epoch"] if rows else None,
+               "traceback": "".join(tb)[-4000:]}
+    result = {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "failed", "failure": failure,
+              "train_wall_s": wall_s}
+    io.atomic_write_json(run_dir / "result.json", result)
+    return RunOutcome(spec, "failed", result, wall_s)
+
+
+def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True,
+                      device: torch.device | None = None,
+                      on_epoch_end: Callable[[int], None] | None = None,
+                      checkpoint_requested: Callable[[], bool] | None = None) -> RunOutcome:
+    """train_run's work, with the run's lock held."""
     run_dir = spec.directory(out_root)
     result_path = run_dir / "result.json"
     if result_path.exists():
@@ -176,14 +242,15 @@ def train_run(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True
             if (epoch + 1) % recipe.log_every == 0 or epoch + 1 == recipe.epochs:
                 row["val_acc"] = _accuracy(model, data.val_x, data.val_y, data, device, recipe.eval_batch_size, amp)
             io.append_jsonl(log_path, row)
-            if (epoch + 1) % recipe.checkpoint_every == 0 or epoch + 1 == recipe.epochs:
+            if ((epoch + 1) % recipe.checkpoint_every == 0 or epoch + 1 == recipe.epochs
+                    or (checkpoint_requested is not None and checkpoint_requested())):
                 io.atomic_torch_save(checkpoint_path, {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
                                                        "model": model.state_dict(),
                                                        "optimizer": optimizer.state_dict()})
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
     except Diverged as exc:
-        failure = {"epoch": exc.epoch, "reason": exc.reason}
+        failure = {"kind": "nan", "epoch": exc.epoch, "reason": exc.reason}
 
     train_wall = time.perf_counter() - started
     prov["finished"] = now()
