@@ -241,6 +241,10 @@ def test_binarity_pieces_against_sklearn_and_brute_force():
     assert split == int(np.argmin(sse)) + 1
     gmm, converged = fit_dimension(x, xs, split, seed=0, reg_covar=1e-6, tol=1e-3, max_iter=200)
     assert converged
+    two = binarity(np.c_[x, x ** 2, np.sin(3 * x)], backend="numpy")
+    ref = binarity(np.c_[x, x ** 2, np.sin(3 * x)], backend="sklearn")   # one GaussianMixture per dimension
+    for key in ("gmm_score_mean", "gmm_score_min", "sigma_mean", "peaks_dist_mean", "peaks_dist_min"):
+        assert two[key] == pytest.approx(ref[key], rel=1e-9), key
     mine = mixture_log_likelihood(x[:, None], gmm.weights_[:, None], gmm.means_.reshape(2, 1),
                                   np.sqrt(gmm.covariances_.reshape(2, 1)))
     assert mine[0] == pytest.approx(gmm.score(x[:, None]), rel=1e-10)
