@@ -53,7 +53,7 @@ JACOBIAN_BLOCK = 2 ** 27
 class DeepFoolResult:
     """Per-input outcome of :func:`deepfool`, in input order, on the CPU."""
 
-    x_adv: torch.Tensor            # final clamped inputs (the clean input where not attacked)
+    x_adv: torch.Tensor            # final clamped inputs, in the model's dtype (clean where not attacked)
     norm: torch.Tensor             # ‖x_adv − x‖₂ (float64; NaN unless flipped)
     rho: torch.Tensor              # norm / ‖x‖₂ (float64; NaN unless flipped)
     iterations: torch.Tensor       # steps taken (int64)
@@ -182,7 +182,7 @@ def _deepfool_batch(model, x0: torch.Tensor, y: torch.Tensor, overshoot: float, 
     with torch.no_grad():
         final = model(x_adv)
     check_logits(final)
-    return {"x_adv": x_adv.detach().float().cpu(), "clean_pred": clean_pred.cpu(),
+    return {"x_adv": x_adv.detach().cpu(), "clean_pred": clean_pred.cpu(),
             "final_pred": final.argmax(1).cpu(), "iterations": iterations.cpu(),
             "num_classes": num_classes, "nonfinite": nonfinite}
 

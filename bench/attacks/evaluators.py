@@ -94,7 +94,7 @@ def deepfool_evaluator(ctx: EvalContext, opts: DeepFoolOptions) -> dict:
 
 DEFAULT_METHODS: tuple[str, ...] = (
     "fgsm", "pgd-linf", "pgd-l2", "apgd-ce-linf", "apgd-ce-l2", "apgd-t-linf", "apgd-t-l2",
-    "square-linf", "cw-l2", "deepfool-foolbox", "fmn-l2", "hsj-l2",
+    "square-linf", "cw-l2", "deepfool-foolbox", "ddn-l2", "fmn-l2", "hsj-l2",
 )
 
 
@@ -214,8 +214,8 @@ def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
                 success[targets[ok]] = True
                 broken[spec.norm][eps] |= success
                 key = eps_key(eps)
-                entry["robust_accuracy"][key] = float((correct[:m] & ~success[:m]).float().mean())
-                entry["success_rate"][key] = float(ok.float().mean()) if ok.numel() else None
+                entry["robust_accuracy"][key] = float((correct[:m] & ~success[:m]).double().mean())
+                entry["success_rate"][key] = float(ok.double().mean()) if ok.numel() else None
                 entry["n_over_budget"] += counts["n_over_budget"]
                 entry["n_nonfinite"] += counts["n_nonfinite"]
         else:
@@ -230,7 +230,7 @@ def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
             # which this attack's robust accuracy falls to half the clean accuracy
             attacked = torch.where(found, norms_i, torch.full_like(norms_i, math.inf))[targets]
             median = _number(np.median(attacked.numpy())) if attacked.numel() else None
-            curve = [[float(e), float((correct[:m] & ~(found[:m] & (norms_i[:m] <= e))).float().mean())]
+            curve = [[float(e), float((correct[:m] & ~(found[:m] & (norms_i[:m] <= e))).double().mean())]
                      for e in curve_eps]
             successes = norms_i[found].numpy()
             entry.update({
@@ -245,10 +245,10 @@ def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
         entry["wall_s"] = time.perf_counter() - started
         per_attack[name] = entry
 
-    robust = {norm: {eps_key(eps): float((correct & ~broken[norm][eps]).float().mean()) for eps in opts.grid(norm)}
+    robust = {norm: {eps_key(eps): float((correct & ~broken[norm][eps]).double().mean()) for eps in opts.grid(norm)}
               for norm in norms}
     return {"robust_accuracy": robust, "per_attack": per_attack, "min_norm": min_norm,
-            "clean_accuracy": float(correct.float().mean()), "n_inputs": n, "num_classes": num_classes,
+            "clean_accuracy": float(correct.double().mean()), "n_inputs": n, "num_classes": num_classes,
             "methods": list(opts.methods), "seed": opts.seed,
             "worst_case": "per input, over every attack run at that norm: fixed-ε attacks at ε, "
                           "minimum-norm attacks whose verified norm is <= ε"}

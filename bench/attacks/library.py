@@ -299,9 +299,12 @@ class HSJOptions(MethodOptions):
     steps: int = 16                  # foolbox: 64
     initial_gradient_eval_steps: int = 50
     max_gradient_eval_steps: int = 400
+    noise_starts: int = 100          # uniform-noise candidates for starting points
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.noise_starts < 0:
+            raise ValueError(f"hsj-l2: noise_starts must be >= 0, got {self.noise_starts}")
         _positive("hsj-l2", steps=self.steps, initial_gradient_eval_steps=self.initial_gradient_eval_steps,
                   max_gradient_eval_steps=self.max_gradient_eval_steps)
 
@@ -310,22 +313,27 @@ class HSJOptions(MethodOptions):
 def hsj_l2(model, x, y, eps, opts: HSJOptions, info: AttackInfo):
     """HopSkipJump (Chen, Jordan & Wainwright, IEEE S&P 2020), L2, decision-based (labels only). Defaults: 20 inputs, 16 steps, 50→400 queries per gradient estimate.
 
-    Starts from the nearest other input of the batch with a different class (foolbox's
-    noise initialisation raises for the whole batch if one input resists it).
+    Starts from the nearest point of another class among the batch and ``noise_starts``
+    uniform-noise images (foolbox's own noise initialisation raises for the whole batch
+    when one input resists it).
     """
     import foolbox as fb
+    # starting points: the nearest input of another class, among the batch itself and
+    # uniform-noise images (seeded by the evaluator), so that one class per batch still works
+    noise = torch.rand((opts.noise_starts, *x.shape[1:]), device=x.device, dtype=x.dtype)
+    pool = torch.cat([x, noise])
     with torch.no_grad():
-        pred = model(x).argmax(1)
-    dist = torch.cdist(x.flatten(1).float(), x.flatten(1).float())
-    dist[pred[None, :] == y[:, None]] = float("inf")   # only inputs of another class
+        pred = torch.cat([model(pool[i:i + 1024]).argmax(1) for i in range(0, len(pool), 1024)])
+    dist = torch.cdist(x.flatten(1).float(), pool.flatten(1).float())
+    dist[pred[None, :] == y[:, None]] = float("inf")   # only points of another class
     nearest = dist.argmin(1)
     usable = torch.isfinite(dist[torch.arange(len(x)), nearest])
     if not bool(usable.any()):
-        return x.clone()  # one class only in this batch: no starting point, reported as failures
+        return x.clone()  # no starting point of another class: reported as failures
     attack = fb.attacks.HopSkipJumpAttack(steps=opts.steps,
                                           initial_gradient_eval_steps=opts.initial_gradient_eval_steps,
                                           max_gradient_eval_steps=opts.max_gradient_eval_steps)
     adv = x.clone()
     idx = usable.nonzero().squeeze(1)
-    adv[idx] = _foolbox_min_norm(attack, model, x[idx], y[idx], info, starting_points=x[nearest[idx]])
+    adv[idx] = _foolbox_min_norm(attack, model, x[idx], y[idx], info, starting_points=pool[nearest[idx]])
     return adv

@@ -26,6 +26,8 @@ def add_arguments(subparsers) -> None:
     parser.add_argument("--attacks", nargs="+", metavar="NAME",
                         help="evaluators (deepfool, attacks, masking) and/or attack methods (bench list attacks)")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the suite's)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (default: torch's; 1 is fastest on a busy machine)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=cmd_attack)
 
@@ -78,6 +80,11 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from bench.typed import from_dict
 
     load_builtin_evaluators()
+    if args.threads < 0:
+        raise BenchError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     root = Path(args.runs)
     records = load_runs(root, args.suite)
     done = [r for r in records if r.status == "done"]
