@@ -20,9 +20,10 @@ def supervised_contrastive_loss(embeddings: torch.Tensor, labels: torch.Tensor,
                                 temperature: float = 0.05) -> torch.Tensor:
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
-    e = F.normalize(embeddings.float(), dim=1)
+    with torch.autocast(embeddings.device.type, enabled=False):  # float32 even inside autocast
+        e = F.normalize(embeddings.float(), dim=1)
+        similarity = e @ e.T / temperature
     n = e.shape[0]
-    similarity = e @ e.T / temperature
     self_mask = torch.eye(n, dtype=torch.bool, device=e.device)
     # log-softmax over A(i): exclude the anchor itself from the denominator
     similarity = similarity.masked_fill(self_mask, float("-inf"))

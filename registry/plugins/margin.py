@@ -19,7 +19,10 @@ class NormalisedLinear(nn.Module):
         nn.init.xavier_uniform_(self.weight)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return F.linear(F.normalize(h.float(), dim=1), F.normalize(self.weight.float(), dim=1))
+        # float32 even inside a bf16 autocast region: with s = 64 a bf16 cosine (8-bit
+        # mantissa) would move the logits by ~0.25
+        with torch.autocast(h.device.type, enabled=False):
+            return F.linear(F.normalize(h.float(), dim=1), F.normalize(self.weight.float(), dim=1))
 
 
 class _MarginPlugin(Plugin):
