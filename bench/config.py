@@ -7,6 +7,7 @@ the dotted key. ``--set recipe.epochs=20`` overrides go through the same checks.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -60,6 +61,12 @@ class Recipe:
                 raise ValueError(f"recipe.{name} must be > 0, got {value}")
         if self.lr_decay_start < 0 or self.margin_ramp_epochs < 0 or self.crop_padding < 0:
             raise ValueError("recipe.lr_decay_start, margin_ramp_epochs and crop_padding must be >= 0")
+        for f in dataclasses.fields(self):  # inf/nan slip through "> 0"; an infinite γ cap is allowed
+            values = getattr(self, f.name)
+            for value in (values if isinstance(values, tuple) else (values,)):
+                if (isinstance(value, float) and not math.isfinite(value)
+                        and not (f.name == "gamma_cap" and value == math.inf)):
+                    raise ValueError(f"recipe.{f.name} must be a finite number, got {values}")
 
     def lr_factor(self, epoch: int) -> float:
         """Multiplier of the (non-classifier) learning rate at ``epoch``."""
@@ -199,6 +206,8 @@ class Suite:
     paper_differences: tuple[str, ...] = ()   # stated in the leaderboard's header
 
     def __post_init__(self) -> None:
+        if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ValueError(f"suite name {self.name!r} must be a plain name (it names a folder under --out)")
         if not self.plugins:
             raise ValueError("a suite needs at least one plugin")
         if not self.seeds or not self.lrs:

@@ -53,8 +53,12 @@ def convert(value: Any, tp: Any, where: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise BenchError(f"{where}: expected a list, got {value!r}")
-        (item_tp, *_) = typing.get_args(tp) or (Any,)
-        items = [convert(v, item_tp, f"{where}[{i}]") for i, v in enumerate(value)]
+        args = typing.get_args(tp) or (Any, ...)
+        if origin is tuple and args[-1] is not Ellipsis:  # fixed length: tuple[float, float]
+            if len(value) != len(args):
+                raise BenchError(f"{where}: expected a list of {len(args)} values, got {value!r}")
+            return tuple(convert(v, t, f"{where}[{i}]") for i, (v, t) in enumerate(zip(value, args)))
+        items = [convert(v, args[0], f"{where}[{i}]") for i, v in enumerate(value)]
         return items if origin is list else tuple(items)
     if origin is dict:
         if not isinstance(value, Mapping):
@@ -100,10 +104,9 @@ def from_dict(cls: type, data: Mapping[str, Any], where: str = "") -> Any:
         kwargs[name] = convert(value, hints[name], f"{where}.{name}" if where else name)
     try:
         return cls(**kwargs)
-    except TypeError as exc:
-        raise BenchError(f"{where or cls.__name__}: {exc}") from None
-    except ValueError as exc:
-        raise BenchError(f"{where or cls.__name__}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        text = str(exc)  # "recipe.epochs must be > 0" already names its dotted key
+        raise BenchError(text if where and text.startswith(f"{where}.") else f"{where or cls.__name__}: {text}") from None
 
 
 def to_dict(obj: Any) -> Any:
@@ -129,6 +132,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _set_mapping_key(node: dict, parts: list[str], value: Any, key: str) -> None:
+    """``node[parts[0]][parts[1]]… = value`` inside mapping-typed fields (checked later by type)."""
+    for depth, part in enumerate(parts[:-1]):
+        child = node.get(part)
+        if child is None and depth > 0:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise BenchError(f"override key {key!r}: {'.'.join(parts[:depth + 1])!r} has no sub-keys")
+        node = child
+    node[parts[-1]] = value
+
+
 def apply_overrides(obj: Any, overrides: list[str]) -> Any:
     """Return a copy of dataclass ``obj`` with dotted ``key=value`` overrides applied."""
     data = to_dict(obj)
@@ -145,6 +160,9 @@ def apply_overrides(obj: Any, overrides: list[str]) -> Any:
                 node[part] = value
             else:
                 sub_tp = typing.get_type_hints(cls)[part]
+                if typing.get_origin(sub_tp) is dict:  # latent_widths.wide=64: a key of a mapping
+                    _set_mapping_key(node, parts[depth:], value, key)
+                    break
                 if not dataclasses.is_dataclass(sub_tp):
                     raise BenchError(f"override key {key!r}: {part!r} has no sub-keys")
                 node, cls = node[part], sub_tp
