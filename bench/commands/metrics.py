@@ -22,6 +22,8 @@ def add_arguments(subparsers) -> None:
                    help="a metric setting, e.g. --set entropy.k=10 (repeatable; overrides the suite's)")
     p.add_argument("--plugins", nargs="+", help="only runs of these plugins")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch and BLAS threads (default 0: library defaults; 1 is fastest on a busy shared machine)")
     p.add_argument("--no-analysis", action="store_true", help="do not write analysis.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_metrics)
@@ -53,6 +55,13 @@ def cmd_metrics(args) -> int:
     from bench.results import load_runs
     from bench.train import reevaluate_run
 
+    if args.threads < 0:
+        raise BenchError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        import torch
+        from threadpoolctl import threadpool_limits
+        torch.set_num_threads(args.threads)
+        threadpool_limits(limits=args.threads)   # numpy/scipy BLAS, for the rest of this command
     load_builtin_evaluators()
     available = [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "metric"]
     names = tuple(args.metrics or available)
