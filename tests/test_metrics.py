@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +20,7 @@ from scipy.spatial.distance import cdist
 from bench.errors import BenchError
 from bench.metrics import (binarity, correlate, geometry, kl_entropy, knn_radius, margin_gradient_norms)
 from bench.metrics.binarity import fit_dimension, mixture_log_likelihood, two_means_split
-from bench.metrics.correlation import _rowwise_pearson, analyse_suite, write_analysis
+from bench.metrics.correlation import _rowwise_pearson, analyse_suite
 from bench.metrics.geometry import GEOMETRY_KEYS
 
 

@@ -6,6 +6,24 @@ which) and returns a JSON-able dict keyed by split. Bad data in one split (a cla
 missing, too few samples, a non-finite latent) never aborts the run's evaluation: that
 split's values are ``None`` with a ``<key>_reason`` beside each. Bad *settings* are
 errors when the suite loads (the option dataclasses check them).
+
+Result keys (``result.json["evaluations"]``; every evaluator also records ``wall_s``):
+
+* ``geometry.<split>`` (default splits train, test; the leaderboard's headline is train):
+  ``R_mean``/``R_median`` — class separation ratio over samples, each split grouped by
+  its true labels and measured against that split's own class means;
+  ``n_on_own_mean`` — samples exactly on their own class mean (infinite R, left out of
+  the averages); ``sigma_w_trace`` — Tr Σ_W, the mean squared distance to the class mean;
+  ``sigma_w_mean_entry`` — mean of Σ_W's d² entries (the paper's table); ``sigma_b_trace``;
+  ``nc1`` = Tr(Σ_W Σ_B⁺)/K and ``nc1_per_dim`` = nc1/d; ``nc2_equinorm``,
+  ``nc2_equiangular``, ``nc2_max_angle``; ``nc3`` (self-duality with the classifier);
+  ``nc4`` — disagreement of the nearest-*train*-class-mean rule with the network;
+  ``cv_norm``, ``cv_abs``; and ``n``, ``d``, ``K``, ``grouping``.
+* ``entropy.<split>``: ``entropy`` (nats), ``entropy_per_dim``, ``zero_knn_fraction``,
+  ``floored_fraction``, ``floor``, ``k``, ``n`` (samples used) and ``n_total``.
+* ``binarity.<split>`` (default train): ``gmm_score_mean``/``_min``/``_std``,
+  ``sigma_mean``, ``peaks_dist_mean``/``_min``, ``n_constant_dims``.
+* ``lipschitz``: ``mean``, ``max``, ``median``, ``n_inputs`` over the attack subset.
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ coefficients of variation.
 Conventions used by every function here (and recorded in the results):
 
 * **Grouping by true labels.** Class c is the set of samples whose *true* label is c
-  (not the predicted label, which would make a misclassified sample count towards the
-  class it was confused with and flatter every number).
+  (not the predicted label, which would count a misclassified sample towards the class
+  it was confused with and flatter every number). Each split is measured against its
+  own class means; only NC4's nearest-centre rule uses the training means.
 * **Statistics over samples.** With N samples, K classes, μ_c the mean latent of class c
   and μ_G the mean of *all* samples (Papyan, Han & Donoho 2020, "Prevalence of neural
   collapse during the terminal phase of deep learning training", PNAS 117(40)):
