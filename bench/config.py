@@ -264,7 +264,8 @@ def validate_suite(suite: Suite) -> None:
     from registry import PLUGINS, UnknownNameError
     from bench.backbones import BACKBONES
     from bench.data import DATASETS
-    from bench.evaluators import EVALUATORS, check_settings
+    from bench.evaluators import EVALUATORS, check_settings, load_builtin_evaluators
+    load_builtin_evaluators()
     try:
         for plugin in suite.plugins:
             cls = PLUGINS.get(plugin)
