@@ -132,9 +132,9 @@ def deepfool(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, oversh
 def _deepfool_batch(model, x0: torch.Tensor, y: torch.Tensor, overshoot: float, max_iter: int,
                     candidates: int | None, batched_jacobian: bool) -> dict:
     n = x0.shape[0]
-    with torch.no_grad():
-        logits0 = model(x0)
-    check_logits(logits0)
+    # the clean pass doubles as the first iteration's forward
+    xa, logits = _forward_with_grad(model, x0)
+    logits0 = logits.detach()
     num_classes = logits0.shape[1]
     if num_classes < 2:
         raise BenchError(f"DeepFool needs a model with at least 2 classes, got {num_classes}")
@@ -145,7 +145,7 @@ def _deepfool_batch(model, x0: torch.Tensor, y: torch.Tensor, overshoot: float, 
     correct = clean_pred == y
     # The other candidate classes, fixed from the clean logits: the true label removed,
     # the rest by decreasing logit (with all classes, the order only breaks exact ties).
-    ranked = logits0.detach().clone()
+    ranked = logits0.clone()
     ranked.scatter_(1, y[:, None], -math.inf)
     others = ranked.argsort(1, descending=True)[:, :n_other]
 
@@ -154,29 +154,35 @@ def _deepfool_batch(model, x0: torch.Tensor, y: torch.Tensor, overshoot: float, 
     iterations = torch.zeros(n, dtype=torch.long, device=x0.device)
     active = correct.clone()
     nonfinite = 0
-    for _ in range(max_iter):
+    idx = torch.arange(n, device=x0.device)          # the rows of (xa, logits)
+    for it in range(max_iter):
+        keep = logits.detach().argmax(1) == y[idx]   # not (or no longer) misclassified
+        active[idx[~keep]] = False
+        n_keep = int(keep.sum())
+        if n_keep == 0:
+            break
+        n_done = idx.numel() - n_keep
+        if n_done and n_other * n_done > n_keep:
+            # Each finished input would cost K − 1 backward rows; one forward on the
+            # survivors is cheaper. (A few finished rows just get zero weights.)
+            idx = idx[keep]
+            xa, logits = _forward_with_grad(model, x_adv[idx])
+            keep = torch.ones_like(keep[:idx.numel()])
+        step, ok = _linearised_step(logits, xa, y[idx], others[idx], batched_jacobian, keep)
+        if not bool(ok[keep].all()):
+            # A NaN/inf gradient cannot be followed: that input stops here (not flipped).
+            bad = keep & ~ok
+            nonfinite += int(bad.sum())
+            active[idx[bad]] = False
+        live = keep & ok
+        rows = idx[live]
+        r_tot[rows] += step[live]
+        x_adv[rows] = (x0[rows] + (1.0 + overshoot) * r_tot[rows]).clamp_(0.0, 1.0)
+        iterations[rows] += 1
         idx = active.nonzero().squeeze(1)
-        if idx.numel() == 0:
+        if idx.numel() == 0 or it + 1 == max_iter:
             break
         xa, logits = _forward_with_grad(model, x_adv[idx])
-        done = logits.detach().argmax(1) != y[idx]
-        if bool(done.any()):
-            # Re-running the forward on the survivors is cheaper than carrying the flipped
-            # inputs through the K − 1 backward passes below.
-            active[idx[done]] = False
-            idx = idx[~done]
-            if idx.numel() == 0:
-                break
-            xa, logits = _forward_with_grad(model, x_adv[idx])
-        step, ok = _linearised_step(logits, xa, y[idx], others[idx], batched_jacobian)
-        if not bool(ok.all()):
-            # A NaN/inf gradient cannot be followed: that input stops here (not flipped).
-            nonfinite += int((~ok).sum())
-            active[idx[~ok]] = False
-            step[~ok] = 0
-        r_tot[idx] += step
-        x_adv[idx] = (x0[idx] + (1.0 + overshoot) * r_tot[idx]).clamp_(0.0, 1.0)
-        iterations[idx] += ok.long()
     # Verification: the reported class is that of the final, clamped input, whatever the
     # loop believed (a boundary point can fall back under a different batch's rounding).
     with torch.no_grad():
@@ -196,8 +202,8 @@ def _forward_with_grad(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
 
 
 def _linearised_step(logits: torch.Tensor, xa: torch.Tensor, y: torch.Tensor, others: torch.Tensor,
-                     batched: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """The DeepFool step of each input toward its nearest linearised boundary."""
+                     batched: bool, keep: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The DeepFool step of each input toward its nearest linearised boundary (rows ``keep`` only)."""
     b, n_other = others.shape
     dim = xa[0].numel()
     f = logits.detach().gather(1, others) - logits.detach().gather(1, y[:, None])  # (b, n_other)
@@ -213,6 +219,7 @@ def _linearised_step(logits: torch.Tensor, xa: torch.Tensor, y: torch.Tensor, ot
         go = torch.zeros(c, b, logits.shape[1], dtype=logits.dtype, device=logits.device)
         go.scatter_(2, cols.t()[:, :, None], 1.0)
         go[:, rows, y] -= 1.0
+        go[:, ~keep] = 0.0
         last = lo + chunk >= n_other
         w = _vector_jacobian(logits, xa, go, batched, retain=not last).reshape(c, b, dim)
         wn = w.norm(dim=2).t()                                 # (b, c)
