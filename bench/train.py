@@ -261,6 +261,9 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
         io.atomic_write_json(result_path, result)
         return RunOutcome(spec, "failed", result, train_wall)
 
+    # a run resumed from its final checkpoint trains no epoch: put the schedules (γ, the
+    # margin plugins' inference scale) where an uninterrupted run leaves them
+    model.head.set_epoch(recipe.epochs - 1)
     result = evaluate_run(suite, spec, model, data, device, quiet=quiet)
     result["train_wall_s"] = train_wall
     result["wall_s"] = time.perf_counter() - started
