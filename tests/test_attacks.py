@@ -326,6 +326,29 @@ def test_bad_options_are_one_line_errors():
         evaluator_options("attacks", {"attacks": {"methods": ["pgd-l2"], "params": {"pgd-l2": {"stepz": 3}}}})
     with pytest.raises(BenchError, match="overshoot"):
         evaluator_options("deepfool", {"deepfool": {"overshoot": -1}})
+    with pytest.raises(BenchError, match="cannot read the budget '8/0'"):
+        evaluator_options("attacks", {"attacks": {"eps_linf": ["8/0"]}})
+    # budgets may be written as fractions of the pixel range
+    opts = evaluator_options("attacks", {"attacks": {"eps_l2": ["36/255", 0.5], "eps_linf": ["8/255"]}})
+    assert opts.eps_l2 == (36 / 255, 0.5) and opts.eps_linf == (8 / 255,)
+
+
+def test_suite_with_bad_attack_settings_fails_on_load():
+    from bench.config import load_suite
+    with pytest.raises(BenchError, match="evaluation.settings.attacks.*Linf ε = 2 is out of range"):
+        load_suite("digits", ["evaluation={evaluators: [deepfool, attacks], settings: {attacks: {eps_linf: [2]}}}"])
+    with pytest.raises(BenchError, match="unknown attack 'square'; did you mean"):
+        load_suite("digits", ["evaluation={evaluators: [attacks], settings: {attacks: {methods: [square]}}}"])
+
+
+def test_list_shows_evaluators_and_methods(capsys):
+    from bench.cli import main
+    assert main(["list", "attacks"]) == 0
+    line = capsys.readouterr().out.strip()
+    assert line.startswith("attacks: deepfool, attacks, masking")
+    for name in ("fgsm", "pgd-linf", "pgd-l2", "cw-l2", "apgd-ce-linf", "apgd-t-l2", "square-linf",
+                 "deepfool-foolbox", "fmn-l2", "ddn-l2", "hsj-l2"):
+        assert name in line
 
 
 def test_l2_budget_beyond_the_input_cube_is_refused_before_attacking():

@@ -21,9 +21,11 @@ attacked and is reported as ``already_misclassified`` (never as a success); an i
 ``flipped`` only if its final, clamped input is re-classified as another class, otherwise
 ``not_flipped``. ‖r‖₂ is measured on that final clamped input, ρ = ‖r‖₂ / ‖x‖₂.
 
-Efficiency: per iteration, one forward and K − 1 vector-Jacobian products over the inputs
-not yet flipped only (each backward gives ∇(f_k − f_y) for the whole batch at once; on
-CUDA the K − 1 products run as one vmapped backward); inputs stop as soon as they flip.
+Efficiency: per iteration, one forward and K − 1 vector-Jacobian products, each giving
+∇(f_k − f_y) for every input still being attacked at once (on CUDA the K − 1 products run
+as one vmapped backward); inputs leave the batch as soon as they flip, and the clean
+pass doubles as the first iteration's forward. Runs in the model's dtype (float32), with
+no autocast, whatever precision training used.
 """
 from __future__ import annotations
 

@@ -98,13 +98,25 @@ DEFAULT_METHODS: tuple[str, ...] = (
 )
 
 
+def _budget(value: float | str) -> float:
+    """A budget as a number: 0.5, or a fraction written as text, '8/255'."""
+    if isinstance(value, str):
+        num, sep, den = value.partition("/")
+        try:
+            return float(num) / float(den) if sep else float(num)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"cannot read the budget {value!r} (use a number or a fraction like 8/255)") from None
+    return float(value)
+
+
 @dataclass(frozen=True)
 class AttacksOptions:
     """Settings of the ``attacks`` evaluator (suite: ``evaluation.settings.attacks``)."""
 
     methods: tuple[str, ...] = DEFAULT_METHODS
-    eps_l2: tuple[float, ...] = (36 / 255, 0.5, 1.0)
-    eps_linf: tuple[float, ...] = (2 / 255, 8 / 255)
+    # budgets in [0, 1] pixel units; a fraction such as "8/255" is accepted
+    eps_l2: tuple[float | str, ...] = (36 / 255, 0.5, 1.0)
+    eps_linf: tuple[float | str, ...] = (2 / 255, 8 / 255)
     max_inputs: int | None = None      # first N inputs of the suite's attack subset (None: all)
     batch_size: int = 500
     seed: int = 0
@@ -113,6 +125,8 @@ class AttacksOptions:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-method settings
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "eps_l2", tuple(_budget(v) for v in self.eps_l2))
+        object.__setattr__(self, "eps_linf", tuple(_budget(v) for v in self.eps_linf))
         if not self.methods:
             raise ValueError("methods must name at least one attack (bench list attacks)")
         if len(set(self.methods)) != len(self.methods):
