@@ -8,8 +8,11 @@ and three evaluators a suite can list, in this order:
       evaluators: [deepfool, attacks, masking]
       settings:
         deepfool: {overshoot: 0.02, max_iter: 50}          # all classes, true label as reference
-        attacks: {eps_l2: [0.1411765, 0.5, 1.0], eps_linf: [0.0078431, 0.0313725]}
+        attacks: {eps_l2: [36/255, 0.5, 1.0], eps_linf: [2/255, 8/255], params: {pgd-l2: {steps: 10}}}
         masking: {margin: 0.1, threshold: 0.25}
+
+``python -m bench attack --runs DIR [--attacks deepfool pgd-l2 ddn-l2 masking]`` runs them on
+finished runs without retraining.
 """
 from bench.attacks.registry import ATTACKS, AttackMethod, attack_guard, get_attack, register_attack
 from bench.attacks import library  # noqa: F401  (registers the torchattacks/foolbox methods)
