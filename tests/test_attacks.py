@@ -195,13 +195,15 @@ def test_every_plugin_flips_and_verifies():
         assert all(p.requires_grad for p in model.parameters()), plugin
 
 
-def test_batches_and_ordering_do_not_change_results():
+def test_batches_and_jacobian_paths_do_not_change_results():
     model, x, y = trained("softmax")
     whole = deepfool(model, x, y)
     parts = deepfool(model, x, y, batch_size=7)
-    assert whole.status == parts.status
+    vmapped = deepfool(model, x[:60], y[:60], batched_jacobian=True)   # the CUDA default path
+    assert whole.status == parts.status and whole.status[:60] == vmapped.status
     ok = whole.flipped
     assert torch.allclose(whole.rho[ok], parts.rho[ok], rtol=1e-4)
+    assert torch.allclose(whole.rho[:60][ok[:60]], vmapped.rho[ok[:60]], rtol=1e-4)
 
 
 # ------------------------------------------------------------------------------ evaluators
