@@ -76,6 +76,10 @@ def cmd_run(args) -> int:
     overrides += run_overrides(args)
     suite = load_suite(args.suite, overrides)
     runs = select_runs(suite, args.plugins, args.seeds)
+    unknown_seeds = sorted(set(args.seeds or ()) - set(suite.seeds))
+    if unknown_seeds:  # else `--seeds 7` would quietly run nothing and exit 0
+        raise BenchError(f"seed(s) {', '.join(map(str, unknown_seeds))} not in suite {suite.name} "
+                         f"(its seeds: {', '.join(map(str, suite.seeds))}; add seeds with --set seeds=[...])")
     out = Path(args.out)
     t0 = time.perf_counter()
     outcomes = run_sweep(suite, runs, out, quiet=args.quiet, retry_failed=args.retry_failed)

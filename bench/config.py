@@ -132,9 +132,6 @@ class EvalConfig:
     def __post_init__(self) -> None:
         if self.subset_size < 1:
             raise ValueError(f"evaluation.subset_size must be >= 1, got {self.subset_size}")
-        unknown = set(self.settings) - set(self.evaluators)
-        if unknown:
-            raise ValueError(f"evaluation.settings names evaluators not in evaluation.evaluators: {sorted(unknown)}")
 
 
 @dataclass(frozen=True)
@@ -276,6 +273,12 @@ def validate_suite(suite: Suite) -> None:
         DATASETS.get(suite.dataset.name)
         for name in suite.evaluation.evaluators:
             EVALUATORS.get(name)
+        for name in suite.evaluation.settings:  # a typo here is an error, an unselected evaluator is not
+            EVALUATORS.get(name)
     except UnknownNameError as exc:
         raise BenchError(str(exc)) from None
     check_settings(suite.evaluation)
+    # settings of evaluators not selected (e.g. --set evaluation.evaluators=[]) are kept and checked
+    from bench.evaluators import evaluator_options
+    for name in suite.evaluation.settings:
+        evaluator_options(name, suite.evaluation.settings)
