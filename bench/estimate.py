@@ -124,20 +124,94 @@ def _out_of_memory(suite: Suite, device: torch.device, need: int | None, free: i
                       f"--set recipe.batch_size, use --limit-train, or run on a larger device")
 
 
-def measure(suite: Suite, spec: RunSpec, device: torch.device, *, steps: int = 2,
-            warmup: int | None = None) -> Estimate:
-    """Time ``steps`` training steps (after ``warmup``) of ``spec`` and check memory."""
-    from bench.data import DeviceLoader
-    from bench.device import autocast, configure
-    from bench.train import build_model, get_data, make_optimizer
+class _Prober:
+    """Training steps of one model on real batches of one size, timed."""
+
+    def __init__(self, suite: Suite, spec: RunSpec, data, device: torch.device) -> None:
+        from bench.train import build_model, make_optimizer
+        self.suite, self.data, self.device = suite, data, device
+        self.cuda = device.type == "cuda"
+        model = build_model(suite, spec.plugin, data, spec.seed).to(device)
+        self.channels_last = self.cuda and suite.runtime.channels_last and len(data.input_shape) == 3
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model = model
+        self.optimizer = make_optimizer(model, suite, spec.lr)
+        self.model.train()
+        self.model.head.set_epoch(0)
+
+    def batches(self, size: int, count: int) -> list:
+        from bench.data import DeviceLoader
+        recipe = self.suite.recipe
+        n = min(self.data.train_x.shape[0], size * count)
+        loader = DeviceLoader(self.data.train_x[:n], self.data.train_y[:n], size,
+                              pixel_scale=self.data.pixel_scale, device=self.device, shuffle=True,
+                              augment=recipe.augment, padding=recipe.crop_padding, drop_last=True,
+                              channels_last=self.channels_last)
+        loader.set_seed(0)
+        return list(loader)
+
+    def _sync(self) -> None:
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+
+    def step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
+        from bench.device import autocast
+        self._sync()
+        t0 = time.perf_counter()
+        with autocast(self.device, self.suite.runtime.amp):
+            out = self.model.forward_all(xb)
+        terms = self.model.head.loss(out, yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.optimizer.step()
+        self._sync()
+        return time.perf_counter() - t0
+
+    def timed(self, size: int, warmup: int, budget_s: float, min_steps: int = 3,
+              max_steps: int = 50) -> float:
+        """Median step time at batch ``size``: ``warmup`` untimed steps, then ``min_steps``
+        timed ones and more while they fit in ``budget_s``. The median, because on a shared
+        machine single steps vary tenfold."""
+        batches = self.batches(size, min(warmup + max_steps, 16))
+        for i in range(warmup):
+            self.step(*batches[i % len(batches)])
+        times: list[float] = []
+        while len(times) < max_steps and (len(times) < min_steps or sum(times) < budget_s):
+            times.append(self.step(*batches[(warmup + len(times)) % len(batches)]))
+        return sorted(times)[len(times) // 2]
+
+    def eval_forward_s(self, size: int) -> float:
+        """Seconds per example of a no-grad forward pass (the evaluation passes)."""
+        from bench.device import autocast
+        xb = self.batches(size, 1)[0][0]
+        self.model.eval()
+        with torch.no_grad(), autocast(self.device, self.suite.runtime.amp):
+            self.model.forward_all(xb)  # warm-up
+            self._sync()
+            t0 = time.perf_counter()
+            self.model.forward_all(xb)
+            self._sync()
+        self.model.train()
+        return (time.perf_counter() - t0) / xb.shape[0]
+
+
+def measure(suite: Suite, spec: RunSpec, device: torch.device, *, budget_s: float = 3.0) -> Estimate:
+    """Time training steps of ``spec`` on ``device`` and check that the suite fits in memory.
+
+    CUDA: the recipe's batch, 3 warm-up steps. CPU: one small step first; if a full batch
+    then looks cheap (≤ 2 s) the full batch is timed, else ``CPU_PROBE_BATCH`` examples
+    scaled to the full batch (so a ResNet-50 estimate costs seconds, not minutes).
+    """
+    from bench.device import configure
+    from bench.train import build_model, get_data
 
     configure(suite.runtime, device)
     recipe = suite.recipe
     data = get_data(suite)
     cuda = device.type == "cuda"
-    warmup = (3 if cuda else 1) if warmup is None else warmup
-    probe = recipe.batch_size if cuda else min(recipe.batch_size, CPU_PROBE_BATCH)
-    probe = min(probe, data.train_x.shape[0])
+    n_train = data.train_x.shape[0]
+    batch = min(recipe.batch_size, n_train)
 
     dataset_bytes = data.train_x.numel() * data.train_x.element_size()
     if cuda:
@@ -145,83 +219,48 @@ def measure(suite: Suite, spec: RunSpec, device: torch.device, *, steps: int = 2
     else:
         free = _available_ram()
         dataset_bytes = 0  # already in RAM: it is what was loaded
-
-    model = build_model(suite, spec.plugin, data, spec.seed)
-    n_params = sum(p.numel() for p in model.parameters())
+    n_params = sum(p.numel() for p in build_model(suite, spec.plugin, data, spec.seed).parameters())
     # weights + gradients + AdamW's two moment buffers, float32
     static = dataset_bytes + 16 * n_params
     if free is not None and static > SAFETY * free:
         raise _out_of_memory(suite, device, static, free, f"{_gib(dataset_bytes)} of training data on the "
                                                           f"device and {n_params:,} parameters")
     try:
-        model = model.to(device)
-        channels_last = cuda and suite.runtime.channels_last and len(data.input_shape) == 3
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        optimizer = make_optimizer(model, suite, spec.lr)
-        n = min(data.train_x.shape[0], probe * (warmup + steps))
-        loader = DeviceLoader(data.train_x[:n], data.train_y[:n], probe, pixel_scale=data.pixel_scale,
-                              device=device, shuffle=True, augment=recipe.augment, padding=recipe.crop_padding,
-                              drop_last=True, channels_last=channels_last)
-        loader.set_seed(0)
-        model.train()
-        model.head.set_epoch(0)
-        times = []
         rss_before = _peak_rss()
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
-        batches = list(loader)
-        for i in range(warmup + steps):
-            xb, yb = batches[i % len(batches)]
-            if cuda:
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            with autocast(device, suite.runtime.amp):
-                out = model.forward_all(xb)
-            terms = model.head.loss(out, yb)
-            optimizer.zero_grad(set_to_none=True)
-            terms["total"].backward()
-            optimizer.step()
-            if cuda:
-                torch.cuda.synchronize(device)
-            if i >= warmup:
-                times.append(time.perf_counter() - t0)
-        step_s = sorted(times)[len(times) // 2] * (recipe.batch_size / probe)
+        prober = _Prober(suite, spec, data, device)
+        if cuda:
+            probe = batch
+            step_s = prober.timed(probe, warmup=3, budget_s=budget_s)
+        else:
+            small = min(batch, 8)
+            first = prober.timed(small, warmup=0, budget_s=0, min_steps=1, max_steps=1)
+            probe = batch if first * batch / small <= 2.0 else min(batch, CPU_PROBE_BATCH)
+            step_s = prober.timed(probe, warmup=2, budget_s=budget_s) * (recipe.batch_size / probe)
         if cuda:
             # the probe held only a few batches of data; the run keeps all of it on the device
             need = int(torch.cuda.max_memory_allocated(device)) + dataset_bytes
-            if free is not None and need > SAFETY * free:
-                raise _out_of_memory(suite, device, need, free, f"one step of batch {recipe.batch_size} "
-                                                                f"with the training data on the device")
+            detail = f"one step of batch {recipe.batch_size} with the training data on the device"
         else:
             need = int(16 * n_params + max(_peak_rss() - rss_before, 0) * recipe.batch_size / probe)
-            if free is not None and need > SAFETY * free:
-                raise _out_of_memory(suite, device, need, free, f"one step of batch {recipe.batch_size}")
-        # evaluation forwards: time one batch without gradients
-        model.eval()
-        xb = batches[0][0]
-        with torch.no_grad(), autocast(device, suite.runtime.amp):
-            model.forward_all(xb)  # warm-up
-            if cuda:
-                torch.cuda.synchronize(device)
-            t0 = time.perf_counter()
-            model.forward_all(xb)
-            if cuda:
-                torch.cuda.synchronize(device)
-        eval_forward_s = (time.perf_counter() - t0) / xb.shape[0]
+            detail = f"one step of batch {recipe.batch_size}"
+        if free is not None and need > SAFETY * free:
+            raise _out_of_memory(suite, device, need, free, detail)
+        eval_forward_s = prober.eval_forward_s(min(recipe.eval_batch_size, probe, n_train))
     except torch.cuda.OutOfMemoryError as exc:
         raise _out_of_memory(suite, device, None, free, str(exc).splitlines()[0][:120]) from None
     except RuntimeError as exc:
-        if "alloc" in str(exc).lower() or "out of memory" in str(exc).lower():
+        text = str(exc).lower()
+        if "can't allocate memory" in text or "out of memory" in text:
             raise _out_of_memory(suite, device, None, free, str(exc).splitlines()[0][:120]) from None
         raise
     finally:
         if cuda:
             torch.cuda.empty_cache()
 
-    n_train = data.train_x.shape[0]
     full, rest = divmod(n_train, recipe.batch_size)
-    steps_per_epoch = full + (rest > 1)
+    steps_per_epoch = full + (rest > 1)  # DeviceLoader drops a lone last example
     return Estimate(runs=0, epochs_left=0, steps_per_epoch=steps_per_epoch, step_s=step_s,
                     eval_forward_s=eval_forward_s, train_s=0.0, eval_s=0.0, device=str(device),
                     probe_batch=probe, memory_need_bytes=need, memory_free_bytes=free)

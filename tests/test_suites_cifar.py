@@ -1,0 +1,116 @@
+"""The paper's suites resolve exactly, and one cifar100 run trains end to end on CPU."""
+from __future__ import annotations
+
+from importlib import resources
+
+import numpy as np
+import pytest
+import yaml
+
+from bench.config import Suite, load_suite
+from bench.errors import BenchError
+from bench.runs import plan_runs
+from bench.typed import from_dict
+
+PAPER_PLUGINS = {"LPC", "LPC-WIDE", "LPC-NARROW", "LPC-SCL", "LPC-NoPen", "LinPen", "NonlinPen",
+                 "SCL", "ArcFace", "CosFace", "NoPen"}
+NO_EVALUATORS = ["evaluation.evaluators=[]", "evaluation.settings={}"]
+
+
+def _raw(name: str) -> Suite:
+    """The suite as written (no registry checks: evaluators may be added by other modules)."""
+    text = (resources.files("bench") / "suites" / f"{name}.yaml").read_text()
+    return from_dict(Suite, yaml.safe_load(text))
+
+
+@pytest.mark.parametrize("name,backbone,widths", [
+    ("cifar10", "resnet18", {"narrow": 16, "intermediate": 64, "wide": 128}),
+    ("cifar100", "resnet50", {"narrow": 32, "intermediate": 128, "wide": 256}),
+])
+def test_paper_suite_is_the_papers_recipe(name, backbone, widths):
+    suite = load_suite(name, NO_EVALUATORS)
+    r = suite.recipe
+    assert suite.dataset.name == name and suite.backbone.name == backbone and suite.latent_widths == widths
+    assert set(suite.plugins) == PAPER_PLUGINS and len(suite.plugins) == 11
+    assert list(suite.seeds) == [0, 1, 2, 3, 4]
+    assert np.allclose(suite.lrs, [1e-4 * 2**k for k in range(4)])
+    assert (r.epochs, r.lr_decay_start, r.lr_decay_every, r.lr_decay_factor) == (800, 250, 50, 0.5)
+    assert (r.gamma_start, r.gamma_factor, r.gamma_cap, r.penalty_per_dimension) == (1e-2, 1.05, 1e6, False)
+    assert r.supcon_temperature == 0.05 and r.optimizer == "adamw" and r.weight_decay == 5e-5
+    assert r.arcface_margin == (0.1, 0.5) and r.cosface_margin == (0.05, 0.25) and r.margin_scale == (16.0, 64.0)
+    assert r.augment == "crop_flip" and r.crop_padding == 4 and r.batch_size == 128
+    assert r.lr_factor(249) == 1 and r.lr_factor(250) == 0.5 and r.lr_factor(300) == 0.25
+    gamma = r.plugin_hyperparameters()["gamma"]
+    assert gamma(377) < 1e6 and gamma(378) == pytest.approx(1e6) and gamma(799) == pytest.approx(1e6)
+    assert suite.evaluation.subset_size == 1000
+    assert _raw(name).evaluation.evaluators == (
+        "deepfool", "attacks", "masking", "geometry", "entropy", "binarity", "lipschitz")
+
+
+def test_cifar100_resolves_to_220_runs():
+    runs = plan_runs(load_suite("cifar100", NO_EVALUATORS))
+    assert len(runs) == 220 == 11 * 4 * 5
+    assert len({(r.plugin, r.seed, r.lr) for r in runs}) == 220
+    assert {r.plugin for r in runs} == PAPER_PLUGINS
+
+
+def test_paper_suites_evaluators_are_registered():
+    from bench.evaluators import EVALUATORS, load_builtin_evaluators
+    load_builtin_evaluators()
+    missing = [n for n in _raw("cifar10").evaluation.evaluators if n not in EVALUATORS]
+    if missing:
+        pytest.skip(f"evaluators not registered yet: {', '.join(missing)}")
+    for name in ("cifar10", "cifar100", "cifar10-small"):
+        load_suite(name)
+
+
+def test_cifar10_small_suite_is_cpu_scale():
+    suite = _raw("cifar10-small")
+    assert suite.dataset.name == "imagefolder" and suite.backbone.name == "small_cnn"
+    assert set(suite.plugins) == PAPER_PLUGINS and len(plan_runs(suite)) == 11
+    assert suite.recipe.augment == "crop_flip" and suite.evaluation.evaluators
+
+
+def test_one_cifar100_run_trains_one_tiny_epoch_on_cpu(tmp_path):
+    """The real suite's ResNet-50, plugin and recipe; only the data and the epoch count are tiny.
+
+    The fake CIFAR-100 has all 100 class names (so the head has 100 outputs) but images of
+    only 5 classes, 4 training images each, to keep a ResNet-50 epoch to seconds on CPU.
+    """
+    from bench.data.cifar import write_cifar_pickles
+    from bench.io import read_json, read_jsonl
+    from bench.sweep import select_runs
+    from bench.train import train_run
+
+    rng = np.random.default_rng(0)
+    train_y, test_y = np.arange(20) % 5, np.arange(10) % 5
+    write_cifar_pickles(tmp_path / "data", "cifar100",
+                        (rng.integers(0, 256, (20, 3, 32, 32), dtype=np.uint8), train_y),
+                        (rng.integers(0, 256, (10, 3, 32, 32), dtype=np.uint8), test_y),
+                        [f"c{i}" for i in range(100)])
+    suite = load_suite("cifar100", NO_EVALUATORS + [
+        f"dataset.root={tmp_path / 'data'}", "dataset.val_fraction=0.25",
+        "recipe.epochs=1", "recipe.batch_size=16", "recipe.eval_batch_size=64", "runtime.device=cpu"])
+    (spec,) = select_runs(suite, ["LPC-SCL"], [0])[:1]
+    assert spec.lr == 1e-4 and suite.backbone.name == "resnet50"
+    outcome = train_run(suite, spec, tmp_path / "runs")
+    assert outcome.status == "done", outcome.result
+    run_dir = spec.directory(tmp_path / "runs")
+    result = read_json(run_dir / "result.json")
+    assert result["latent"] == {"name": "z", "dim": 128}
+    (row,) = read_jsonl(run_dir / "log.jsonl")
+    assert row["epoch"] == 0 and {"loss_ce", "loss_penalty", "loss_supcon"} <= set(row) and "val_acc" in row
+    assert 0 <= result["test_acc"] <= 1
+
+
+def test_cifar100_without_data_is_one_line(tmp_path):
+    from bench.cli import main
+    import contextlib
+    import io
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = main(["run", "--suite", "cifar100", "--data-root", str(tmp_path), "--set", "evaluation.evaluators=[]",
+                     "--set", "evaluation.settings={}", "--out", str(tmp_path / "runs"), "--no-report"])
+    assert code == 2
+    (line,) = err.getvalue().strip().splitlines()
+    assert line.startswith("error: CIFAR-100 not found") and "cifar-100-python" in line
