@@ -26,9 +26,13 @@ import socket
 import time
 from pathlib import Path
 
-from bench.provenance import now
 
 LOCK_NAME = "run.lock"
+
+
+def now() -> str:
+    from datetime import datetime, timezone
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
 def slurm_job_id() -> str | None:

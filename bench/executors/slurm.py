@@ -54,73 +54,124 @@ def _import_submitit():
 # ---------------------------------------------------------------- in the job
 
 
-class _DeferredRequeue:
-    """Moves submitit's checkpoint-and-requeue (on its USR2 handler) to the next epoch end.
+class JobTerminated(BaseException):
+    """SIGTERM without a preemption warning (scancel): the run's progress is saved and the job
+    exits; like KeyboardInterrupt it is not a failure of the run (Slurm's state says why)."""
 
-    submitit installs a handler that checkpoints the callable, requeues the job and exits
-    right away — in the middle of an epoch, where the model cannot be saved as "after
-    epoch k". This takes the signal over: it asks ``train_run`` for a checkpoint at the end
-    of the current epoch and calls submitit's handler just after it. An alarm after
-    ``grace_s`` calls it anyway (the run then resumes from its last periodic checkpoint).
+
+class JobSignals:
+    """The signals a Slurm job gets, handled at epoch ends, where a checkpoint is exact.
+
+    * USR2 (submitit's ``--signal``, ``signal_delay_s`` before the time limit, or at a
+      preemption): save a checkpoint at the end of the current epoch, then call submitit's
+      own handler, which calls ``checkpoint()`` (the same run again), requeues the job and
+      exits; the requeued job resumes from that checkpoint. Without the deferral submitit
+      would requeue mid-epoch, where the model cannot be saved as "after epoch k".
+    * SIGTERM alone (scancel; Slurm then SIGKILLs after KillWait): save a checkpoint at the
+      end of the epoch and exit (JobTerminated), so a cancelled run loses nothing. A SIGTERM
+      followed within ``TERM_WAIT_S`` by USR2 is a preemption (submitit ignores SIGTERM for
+      that reason) and takes the USR2 path.
+    * If the epoch does not end in time (``grace_s`` after USR2, ``term_grace_s`` after
+      SIGTERM) an alarm acts at once; the run then resumes from its last periodic checkpoint.
     """
 
-    def __init__(self, total_epochs: int, grace_s: int) -> None:
-        self.total_epochs = total_epochs
-        self.grace_s = max(1, int(grace_s))
-        self.requested = False
-        self._signum = None
-        self._submitit_handler = None
-        self._previous_alarm = None
+    TERM_WAIT_S = 1.0
 
-    def install(self, signum: int) -> bool:
-        handler = signal.getsignal(signum)
-        if not callable(handler):  # not under submitit: nothing to defer
+    def __init__(self, total_epochs: int, grace_s: float, term_grace_s: float = 3.0) -> None:
+        self.total_epochs = total_epochs
+        self.grace_s = max(0.5, float(grace_s))
+        self.term_grace_s = max(self.TERM_WAIT_S + 0.5, float(term_grace_s))
+        self.warned = False              # USR2 seen
+        self.term_at: float | None = None  # when SIGTERM came
+        self._deadline = float("inf")
+        self._usr_sig = None
+        self._previous: dict[int, object] = {}
+
+    def install(self, usr_sig: int) -> bool:
+        handler = signal.getsignal(usr_sig)
+        if not callable(handler):  # not under submitit: nothing to hand over to
             return False
-        self._signum, self._submitit_handler = signum, handler
-        signal.signal(signum, self._on_signal)
+        self._usr_sig = usr_sig
+        for signum, mine in ((usr_sig, self._on_usr), (signal.SIGTERM, self._on_term),
+                             (signal.SIGALRM, self._on_alarm)):
+            self._previous[signum] = signal.signal(signum, mine)
         return True
 
     def uninstall(self) -> None:
-        if self._signum is None:
-            return
-        signal.alarm(0)
-        if self._previous_alarm is not None:
-            signal.signal(signal.SIGALRM, self._previous_alarm)
-        signal.signal(self._signum, self._submitit_handler)
-        self._signum = None
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
 
-    def _on_signal(self, signum, frame) -> None:
-        if self.requested:
+    # -- signal handlers (run in the main thread, between two bytecodes)
+    def _on_usr(self, signum, frame) -> None:
+        if self.warned:
             return
-        self.requested = True
-        print(f"bench: got {signal.Signals(signum).name}: checkpoint at the end of this epoch, "
-              f"then requeue (at the latest in {self.grace_s} s)", file=sys.stderr, flush=True)
-        self._previous_alarm = signal.signal(signal.SIGALRM, self._on_alarm)
-        signal.alarm(self.grace_s)
+        self.warned = True
+        _say(f"got {signal.Signals(signum).name}: checkpoint at the end of this epoch, then requeue "
+             f"(at the latest in {self.grace_s:.0f} s)")
+        self._arm(time.monotonic() + self.grace_s)
+
+    def _on_term(self, signum, frame) -> None:
+        if self.warned or self.term_at is not None:
+            return
+        self.term_at = time.monotonic()
+        _say("got SIGTERM: checkpoint at the end of this epoch, then stop")
+        self._arm(self.term_at + self.term_grace_s)
 
     def _on_alarm(self, signum, frame) -> None:
-        print("bench: the epoch did not end in time: requeue from the last checkpoint",
-              file=sys.stderr, flush=True)
-        self._hand_over()
+        if time.monotonic() < self._deadline - 0.01:
+            self._arm(self._deadline)
+            return
+        _say("the epoch did not end in time: stopping now (the run resumes from its last checkpoint)")
+        self._act()
 
+    def _arm(self, deadline: float) -> None:
+        self._deadline = min(self._deadline, deadline)
+        signal.setitimer(signal.ITIMER_REAL, max(0.01, self._deadline - time.monotonic()))
+
+    # -- hooks for train_run
     def checkpoint_requested(self) -> bool:
-        return self.requested
+        return self.warned or self.term_at is not None
 
     def on_epoch_end(self, epoch: int) -> None:
-        # after the last epoch, let the evaluation finish (the alarm still guards the limit)
-        if self.requested and epoch + 1 < self.total_epochs:
-            self._hand_over()
+        if not self.checkpoint_requested():
+            return
+        if not self.warned:  # a preemption's USR2 may still be on its way
+            time.sleep(max(0.0, self.term_at + self.TERM_WAIT_S - time.monotonic()))
+        if epoch + 1 < self.total_epochs:  # after the last epoch, let the evaluation finish
+            self._act()
 
-    def _hand_over(self) -> None:
-        signal.alarm(0)
-        handler, signum = self._submitit_handler, self._signum
-        self.uninstall()
-        handler(signum, None)  # submitit: checkpoint() → requeue → sys.exit
+    def _act(self) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        if self.warned:
+            handler, signum = self._previous.get(self._usr_sig), self._usr_sig
+            self.uninstall()
+            handler(signum, None)  # submitit: checkpoint() → requeue → sys.exit
+        elif self.term_at is not None:
+            self.uninstall()
+            raise JobTerminated()
+
+
+def _say(text: str) -> None:
+    print(f"bench: {text}", file=sys.stderr, flush=True)
 
 
 def _submitit_signal() -> int:
     submitit = _import_submitit()
     return getattr(signal, "SIG" + submitit.JobEnvironment.USR_SIG)
+
+
+def _kill_wait_s(default: float = 30.0) -> float:
+    """Slurm's KillWait: the time between SIGTERM and SIGKILL."""
+    text = _run_quiet(["scontrol", "show", "config"], timeout=10) or ""
+    for line in text.splitlines():
+        if line.strip().startswith("KillWait"):
+            try:
+                return float(line.split("=", 1)[1].split()[0])
+            except (IndexError, ValueError):
+                break
+    return default
 
 
 def _checkpointable_base():
@@ -139,13 +190,20 @@ class SlurmRunJob(_checkpointable_base()):
         self.grace_s = grace_s
 
     def __call__(self):
-        guard = _DeferredRequeue(self.task.suite.recipe.epochs, self.grace_s)
-        guard.install(_submitit_signal())
+        signum = _submitit_signal()
+        guard = JobSignals(self.task.suite.recipe.epochs, self.grace_s, term_grace_s=0.5 * _kill_wait_s())
+        guard.install(signum)
         try:
             return self.task(on_epoch_end=guard.on_epoch_end,
                              checkpoint_requested=guard.checkpoint_requested)
+        except JobTerminated:
+            raise SystemExit(143) from None  # no result: Slurm's state (CANCELLED) tells the sweep
         finally:
             guard.uninstall()
+            # the run is over (finished, failed, stopped or requeued): a late signal has nothing
+            # left to save, and at interpreter exit Python would let USR2 kill the job
+            signal.signal(signum, signal.SIG_IGN)
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
     def checkpoint(self, *args, **kwargs):
         """Called by submitit on the requeue signal: run the same run again. Its state is on
