@@ -385,3 +385,10 @@ def test_status_reports_each_state(tmp_path, capsys):
     assert f"pid {proc.pid}" in lines["digits/NoPen/seed2-lr0.001"]
     assert "pending  epoch 6/10 (resumes from its checkpoint)" in lines["digits/NoPen/seed3-lr0.001"]
     assert "1 pending, 1 running, 1 done, 1 failed" in out
+
+
+def test_slurm_array_ids_from_sacct_are_expanded():
+    from bench.executors.slurm import _expand_job_id
+    assert _expand_job_id("31_[0-1%2]") == ["31_0", "31_1"]
+    assert _expand_job_id("12_[0-2,5]") == ["12_0", "12_1", "12_2", "12_5"]
+    assert _expand_job_id("7_3") == ["7_3"] and _expand_job_id("9") == ["9"]

@@ -190,6 +190,10 @@ class SlurmRunJob(_checkpointable_base()):
         self.grace_s = grace_s
 
     def __call__(self):
+        cpus = os.environ.get("SLURM_CPUS_PER_TASK")
+        if cpus and cpus.isdigit() and not self.task.suite.runtime.num_threads:
+            import torch
+            torch.set_num_threads(int(cpus))  # the job's CPUs, not the whole node's
         signum = _submitit_signal()
         guard = JobSignals(self.task.suite.recipe.epochs, self.grace_s, term_grace_s=0.5 * _kill_wait_s())
         guard.install(signum)
@@ -225,6 +229,21 @@ def _run_quiet(cmd: list[str], timeout: float = 20.0) -> str | None:
     return out.stdout if out.returncode == 0 else None
 
 
+def _expand_job_id(jid: str) -> list[str]:
+    """sacct's "12_[0-3,5%2]" (array tasks not started yet) → 12_0 … 12_3, 12_5."""
+    base, sep, rest = jid.partition("_[")
+    if not sep:
+        return [jid]
+    ids = []
+    for part in rest.rstrip("]").split("%")[0].split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            ids += [f"{base}_{i}" for i in range(int(lo), int(hi or lo) + 1)]
+        except ValueError:
+            continue
+    return ids
+
+
 def job_states(job_ids: Sequence[str]) -> dict[str, str]:
     """Slurm state of each job id ("123" or "123_4"): squeue for live jobs, sacct for ended
     ones (when accounting is on). Ids Slurm no longer knows are left out."""
@@ -237,7 +256,8 @@ def job_states(job_ids: Sequence[str]) -> dict[str, str]:
     for line in (text or "").splitlines():
         jid, _, state = line.partition("|")
         if jid and state:
-            states[jid.strip()] = state.split()[0].strip()  # "CANCELLED by 0" → CANCELLED
+            for one in _expand_job_id(jid.strip()):
+                states[one] = state.split()[0].strip()  # "CANCELLED by 0" → CANCELLED
     text = _run_quiet(["squeue", "-h", "-r", "-o", "%i|%T", "-j", ",".join(bases)])
     for line in (text or "").splitlines():
         jid, _, state = line.partition("|")
