@@ -375,9 +375,11 @@ class SlurmExecutor(Executor):
                 states = job_states([job.job_id for _, job in pending.values()])
                 for i, (task, job) in list(pending.items()):
                     state = states.get(job.job_id, "")
-                    unseen[i] = 0 if state else unseen[i] + 1
+                    # unknown to Slurm (no accounting, job gone), or preempted and maybe about to be
+                    # requeued: taken as the end only when it stays so for a few polls
+                    unseen[i] = unseen[i] + 1 if state in ("", "PREEMPTED") else 0
                     # over: the job's function returned or raised (submitit's result pickle), or
-                    # Slurm says it ended, or Slurm no longer knows it (no accounting)
+                    # Slurm says it ended
                     if not (job.paths.result_pickle.exists() or (state and state not in ACTIVE_STATES)
                             or unseen[i] >= 3):
                         continue
