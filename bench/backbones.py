@@ -32,6 +32,17 @@ class MLP(nn.Module):
         return self.net(x)
 
 
+class GlobalAvgPool(nn.Module):
+    """Mean over the spatial dimensions → (B, C).
+
+    Written as a plain mean rather than ``nn.AdaptiveAvgPool2d(1)`` because the latter's
+    CUDA backward has no deterministic implementation, which would break ``--deterministic``.
+    """
+
+    def forward(self, x):
+        return x.mean(dim=(2, 3))
+
+
 def _conv_bn(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
     return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.SiLU()]
 
@@ -46,7 +57,7 @@ class SmallCNN(nn.Module):
             if i < len(channels) - 1:
                 layers.append(nn.MaxPool2d(2))
             cin = cout
-        layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+        layers.append(GlobalAvgPool())
         self.net = nn.Sequential(*layers)
         self.feature_dim = cin
 
@@ -112,7 +123,7 @@ class CifarResNet(nn.Module):
                 cin = planes * block.expansion
             stages.append(nn.Sequential(*blocks))
         self.stages = nn.Sequential(*stages)
-        self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.pool = GlobalAvgPool()
         self.feature_dim = cin
 
     def forward(self, x):

@@ -25,6 +25,14 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     p.add_argument("--leaderboards", default="leaderboards", help="where `run` writes the report")
     p.add_argument("--no-report", action="store_true", help="do not write the leaderboard after the runs")
+    from bench.executors import add_executor_arguments  # [issue 7] --executor, --workers, slurm options
+    add_executor_arguments(p)
+    # [issue 6] GPU-path switches and the pre-sweep estimate
+    p.add_argument("--deterministic", action="store_true",
+                   help="deterministic kernels (torch.use_deterministic_algorithms; slower on GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the backbone (GPU; first epoch slower)")
+    p.add_argument("--estimate-only", action="store_true",
+                   help="measure a few steps, print how long the pending runs would take, and stop")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +72,10 @@ def run_overrides(args) -> list[str]:
         overrides.append(f"dataset.limit_train={args.limit_train}")
     if args.limit_test is not None:
         overrides.append(f"dataset.limit_test={args.limit_test}")
+    if getattr(args, "deterministic", False):  # [issue 6]
+        overrides.append("runtime.deterministic=true")
+    if getattr(args, "compile", False):  # [issue 6]
+        overrides.append("runtime.compile=true")
     return overrides
 
 
@@ -81,16 +93,28 @@ def cmd_run(args) -> int:
         raise BenchError(f"seed(s) {', '.join(map(str, unknown_seeds))} not in suite {suite.name} "
                          f"(its seeds: {', '.join(map(str, suite.seeds))}; add seeds with --set seeds=[...])")
     out = Path(args.out)
+    # [issue 7] the executor: the suite's executor section with --executor/--workers/slurm flags
+    from bench.executors import executor_from_args, make_executor
+    from bench.sweep import summarize
+    suite = suite.replace(executor=executor_from_args(suite.executor, args))
+    # [issue 6] say how long the pending runs will take (a few measured steps) and fail
+    # early, in one line, if they cannot fit in the device's memory
+    from bench.estimate import preflight
+    if suite.executor.kind != "slurm":  # the submitting host's device says nothing about the nodes'
+        preflight(suite, runs, out)
+    if args.estimate_only:
+        return 0
+    executor = make_executor(suite.executor, out, quiet=args.quiet, wait=not args.no_wait)
     t0 = time.perf_counter()
-    outcomes = run_sweep(suite, runs, out, quiet=args.quiet, retry_failed=args.retry_failed)
+    outcomes = run_sweep(suite, runs, out, quiet=args.quiet, retry_failed=args.retry_failed, executor=executor)
     wall = time.perf_counter() - t0
-    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed")}
-    print(f"{suite.name}: {len(outcomes)} runs ({counts['done']} trained, {counts['skipped']} already done, "
-          f"{counts['failed']} failed) in {wall:.1f} s; results under {out / suite.name}")
+    text, code = summarize(suite, outcomes, wall, out)
+    print(text)
+    counts = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped")}
     if not args.no_report and counts["done"] + counts["skipped"] > 0:
         path = build_report(out, suite.name, Path(args.leaderboards))
         print(f"leaderboard: {path}")
-    return 1 if counts["failed"] else 0
+    return code
 
 
 def cmd_list(args) -> int:

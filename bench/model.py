@@ -28,7 +28,12 @@ class Classifier(nn.Module):
         mean, std = self.mean, self.std
         if x.dim() == 2:  # flat inputs (rare): one channel
             mean, std = mean.flatten()[:1], std.flatten()[:1]
-        return self.head(self.backbone((x - mean) / std))
+        h = self.backbone((x - mean) / std)
+        # the head runs in float32 even under bf16 autocast: a collapsing z has ‖z‖ of
+        # order 1e-3, below bf16's resolution at the scale of the rest of the network,
+        # so the penalty and the geometry metrics would see rounding noise, not collapse
+        with torch.autocast(h.device.type, enabled=False):
+            return self.head(h.float())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_all(x).logits

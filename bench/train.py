@@ -110,6 +110,17 @@ def identity_config(suite: Suite, spec: RunSpec) -> dict:
     return {"suite": config, "run": spec.as_dict()}
 
 
+def same_identity(stored: dict, current: dict) -> bool:
+    """Equal configs, except where the data lives: ``--data-root ./x`` and ``--data-root
+    /abs/x`` (or a moved dataset) name the same run."""
+    def strip(config: dict) -> dict:
+        config = io.json.loads(io.json.dumps(config))
+        for key in ("root", "download"):
+            config.get("suite", {}).get("dataset", {}).pop(key, None)
+        return config
+    return strip(stored) == strip(current)
+
+
 @dataclass
 class RunOutcome:
     spec: RunSpec
@@ -196,7 +207,7 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     config = identity_config(suite, spec)
     config_path = run_dir / "config.json"
     if config_path.exists():
-        if io.read_json(config_path) != io._jsonable(config):
+        if not same_identity(io.read_json(config_path), io._jsonable(config)):
             raise BenchError(f"{run_dir} holds a run with a different configuration; "
                              f"use another --out or delete that folder")
     else:
