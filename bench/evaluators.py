@@ -20,7 +20,6 @@ from typing import Any, Callable
 
 import torch
 
-from bench.errors import BenchError
 from bench.typed import from_dict
 from registry import Registry
 

@@ -63,6 +63,12 @@ def without_timing(obj):
     return obj
 
 
+def results_by_run(root: Path) -> dict[str, dict]:
+    """Every result.json under ``root`` (timing fields removed), keyed by its run folder."""
+    return {str(p.parent.relative_to(root)): without_timing(json.loads(p.read_text()))
+            for p in Path(root).rglob("result.json")}
+
+
 def read_run(run_dir: Path) -> tuple[dict, list[dict]]:
     """(result.json, log.jsonl rows) of a run, timing fields removed."""
     result = json.loads((run_dir / "result.json").read_text())

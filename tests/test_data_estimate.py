@@ -11,7 +11,6 @@ import pytest
 from bench import estimate
 from bench.config import load_suite
 from bench.data.cifar import write_cifar_pickles
-from bench.errors import BenchError
 from bench.runs import plan_runs
 
 CLASSES = [f"k{i}" for i in range(10)]

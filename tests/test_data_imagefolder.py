@@ -110,7 +110,7 @@ def test_mixed_grey_and_rgb_become_rgb(tmp_path):
 
 
 def test_tar_archives_are_read_without_extracting(tmp_path):
-    truth = write_tree(tmp_path / "tree", {"train": 5, "test": 3})
+    write_tree(tmp_path / "tree", {"train": 5, "test": 3})
     archives = tmp_path / "archives"
     archives.mkdir()
     for split in ("train", "test"):

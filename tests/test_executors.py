@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from conftest import without_timing
+
 from bench import io
 from bench.config import ExecutorConfig, load_suite
 from bench.executors import executor_from_args, make_executor
@@ -21,10 +23,9 @@ from bench.executors.pool import PoolExecutor
 from bench.executors.slurm import JobSignals, JobTerminated
 from bench.locks import RunLock, holder, remove_stale_temporaries
 from bench.sweep import FAILED_KEPT, run_sweep, select_runs, summarize
-from bench.train import RunOutcome, failure_kind, train_run
+from bench.train import failure_kind, train_run
 
 REPO = Path(__file__).resolve().parents[1]
-WALL_KEYS = {"train_wall_s", "wall_s", "time_s"}
 
 
 def tiny_suite(*overrides: str, plugins=("NoPen", "LPC"), seeds=(0,)):
@@ -34,13 +35,6 @@ def tiny_suite(*overrides: str, plugins=("NoPen", "LPC"), seeds=(0,)):
                                  "evaluation.evaluators=[]", "evaluation.settings={}", *overrides])
 
 
-def comparable(result):
-    """A result without its wall-clock timings (at any depth)."""
-    if isinstance(result, dict):
-        return {k: comparable(v) for k, v in result.items() if k not in WALL_KEYS}
-    if isinstance(result, list):
-        return [comparable(v) for v in result]
-    return result
 
 
 def hold_lock_in_subprocess(run_dir: Path, seconds: float) -> subprocess.Popen:
@@ -172,7 +166,7 @@ def test_exceptions_and_oom_are_recorded_as_failed_results(tmp_path, monkeypatch
     # resumed from the checkpoint of the epoch before the failure: identical to a clean run
     clean = run_sweep(suite, select_runs(suite), tmp_path / "clean", quiet=True)
     for o, c in zip(retried, clean):
-        assert comparable(o.result) == comparable(c.result)
+        assert without_timing(o.result) == without_timing(c.result)
 
 
 def test_failure_kinds():
@@ -228,7 +222,7 @@ def _assert_stopped_after_epoch_1_and_resumes_exactly(tmp_path, suite, spec):
     resumed = train_run(suite, spec, tmp_path)
     clean = train_run(suite, spec, tmp_path / "clean")
     assert resumed.status == clean.status == "done"
-    assert comparable(resumed.result) == comparable(clean.result)
+    assert without_timing(resumed.result) == without_timing(clean.result)
 
 
 def test_time_limit_warning_checkpoints_at_the_epoch_end_then_requeues(tmp_path, monkeypatch):
@@ -351,7 +345,7 @@ def test_pool_matches_in_process_and_survives_a_killed_worker(tmp_path):
     for spec in runs:
         if spec != doomed:
             assert outcomes[spec].status == "done"
-            assert comparable(outcomes[spec].result) == comparable(reference[spec].result)
+            assert without_timing(outcomes[spec].result) == without_timing(reference[spec].result)
 
 
 # ---------------------------------------------------------------- bench status

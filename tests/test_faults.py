@@ -17,10 +17,11 @@ import time
 from pathlib import Path
 
 import pytest
+
+from conftest import results_by_run, without_timing
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-WALL_KEYS = {"train_wall_s", "wall_s", "time_s"}
 RUN_FILES = {"config.json", "provenance.json", "log.jsonl", "checkpoint.pt", "result.json", "run.lock"}
 
 EPOCHS = 16
@@ -40,26 +41,17 @@ def log_rows(root: Path) -> int:
     return total
 
 
-def comparable(value):
-    """A result or log line without its wall-clock timings (at any depth)."""
-    if isinstance(value, dict):
-        return {k: comparable(v) for k, v in value.items() if k not in WALL_KEYS}
-    if isinstance(value, list):
-        return [comparable(v) for v in value]
-    return value
 
 
-def results(root: Path) -> dict[str, dict]:
-    return {str(p.parent.relative_to(root)): comparable(json.loads(p.read_text())) for p in root.rglob("result.json")}
 
 
 def logs(root: Path) -> dict[str, list[dict]]:
-    return {str(p.parent.relative_to(root)): [comparable(json.loads(line)) for line in p.read_text().splitlines()]
+    return {str(p.parent.relative_to(root)): [without_timing(json.loads(line)) for line in p.read_text().splitlines()]
             for p in root.rglob("log.jsonl")}
 
 
 @pytest.mark.slow
-def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_results(tmp_path):
+def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_results_by_run(tmp_path):
     clean, killed = tmp_path / "clean", tmp_path / "killed"
     # the uninterrupted sweep runs alongside (two cores): same command, another tree
     reference = subprocess.Popen(SWEEP + ["--out", str(clean)], cwd=REPO,
@@ -89,13 +81,13 @@ def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_results(tmp
             break  # the sweep finished before this moment came
         proc.kill()  # SIGKILL: no handler, no clean-up
         proc.wait()
-        kills.append((attempt, log_rows(killed), len(results(killed))))
+        kills.append((attempt, log_rows(killed), len(results_by_run(killed))))
     assert len(kills) >= 2, f"the sweep finished before it could be killed twice: {kills}"
     final = subprocess.run(SWEEP + ["--out", str(killed)], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert final.returncode == 0, final.stderr
     assert reference.wait(timeout=300) == 0, reference.stderr.read()
 
-    assert results(killed) == results(clean) and len(results(clean)) == 2
+    assert results_by_run(killed) == results_by_run(clean) and len(results_by_run(clean)) == 2
     assert logs(killed) == logs(clean)
     for run, rows in logs(killed).items():
         assert [r["epoch"] for r in rows] == list(range(EPOCHS)), run  # each epoch once, none lost
@@ -149,7 +141,7 @@ def test_two_sweeps_on_one_tree_train_every_run_exactly_once(tmp_path):
     started = collections.Counter(line.split()[0] for line in starts.read_text().splitlines())
     expected = {f"{plugin}/seed{seed}-lr0.001" for plugin in ("LPC", "NoPen", "LinPen") for seed in (0, 1)}
     assert set(started) == expected and set(started.values()) == {1}, started
-    assert all(r["status"] == "done" for r in results(out).values()) and len(results(out)) == 6
+    assert all(r["status"] == "done" for r in results_by_run(out).values()) and len(results_by_run(out)) == 6
     # each sweep reports the runs the other one trained as already done
     summaries = [next(line for line in stdout.splitlines() if line.startswith("digits: ")) for stdout, _ in outputs]
     trained = [int(line.split(" trained")[0].rsplit("(", 1)[1]) for line in summaries]

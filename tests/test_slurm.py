@@ -24,8 +24,9 @@ from pathlib import Path
 
 import pytest
 
+from conftest import results_by_run, without_timing
+
 REPO = Path(__file__).resolve().parents[1]
-WALL_KEYS = {"train_wall_s", "wall_s", "time_s"}
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 EPOCHS = 40
@@ -83,17 +84,8 @@ def slurm():
     return {"accounting": accounting}
 
 
-def comparable(value):
-    """A result or log line without its wall-clock timings (at any depth)."""
-    if isinstance(value, dict):
-        return {k: comparable(v) for k, v in value.items() if k not in WALL_KEYS}
-    if isinstance(value, list):
-        return [comparable(v) for v in value]
-    return value
 
 
-def results(root: Path) -> dict[str, dict]:
-    return {str(p.parent.relative_to(root)): comparable(json.loads(p.read_text())) for p in root.rglob("result.json")}
 
 
 def log(run_dir: Path) -> list[dict]:
@@ -153,15 +145,15 @@ def local_reference(timelimit_sweep, tmp_path_factory):
     return out
 
 
-def test_slurm_sweep_gives_the_local_results(slurm, timelimit_sweep, local_reference, tmp_path, capsys):
+def test_slurm_sweep_gives_the_local_results_by_run(slurm, timelimit_sweep, local_reference, tmp_path, capsys):
     code, out, err = bench(capsys, "run", *SMALL, *ON_SLURM, "--out", str(tmp_path))
     assert code == 0, err
     assert "submitted 2 run(s) as Slurm job" in err and "2 trained" in out
-    assert results(tmp_path) == results(local_reference) and len(results(tmp_path)) == 2
+    assert results_by_run(tmp_path) == results_by_run(local_reference) and len(results_by_run(tmp_path)) == 2
     for run_dir in (p.parent for p in tmp_path.rglob("result.json")):
         assert json.loads((run_dir / "slurm.json").read_text())["job_id"]
         reference = local_reference / run_dir.relative_to(tmp_path)
-        assert comparable(log(run_dir)) == comparable(log(reference))
+        assert without_timing(log(run_dir)) == without_timing(log(reference))
     code, out, _ = bench(capsys, "status", "--runs", str(tmp_path))
     assert "0 pending, 0 running, 2 done, 0 failed" in out
     # a second submission finds nothing left to do and submits nothing
@@ -205,7 +197,7 @@ def test_cancelled_job_is_reported_failed_and_a_rerun_resumes_it(slurm, local_re
     # timings included, are the first job's), and the result is the uninterrupted local one
     assert [r for r in log(run_dir) if r["epoch"] < resume_epoch] == before
     assert [r["epoch"] for r in log(run_dir)] == list(range(EPOCHS))
-    assert results(tmp_path)["digits/LPC/seed0-lr0.001"] == results(local_reference)["digits/LPC/seed0-lr0.001"]
+    assert results_by_run(tmp_path)["digits/LPC/seed0-lr0.001"] == results_by_run(local_reference)["digits/LPC/seed0-lr0.001"]
     assert json.loads((run_dir / "result.failed.json").read_text())["failure"]["kind"] == "cancelled"
 
 

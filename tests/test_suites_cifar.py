@@ -8,7 +8,6 @@ import pytest
 import yaml
 
 from bench.config import Suite, load_suite
-from bench.errors import BenchError
 from bench.runs import plan_runs
 from bench.typed import from_dict
 

@@ -15,7 +15,7 @@ from bench import io
 from bench.runs import RunSpec
 from bench.train import train_run
 
-from conftest import leftover_temporaries, read_run, start_cli, run_cli, without_timing
+from conftest import leftover_temporaries, read_run, start_cli, run_cli
 
 
 def spec_for(suite, plugin: str = "LPC", seed: int = 0) -> RunSpec:
