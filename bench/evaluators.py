@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 import torch
 
+from bench.errors import BenchError
 from bench.typed import from_dict
 from registry import Registry
 
@@ -57,6 +58,7 @@ class EvaluatorSpec:
     options: type
     kind: str
     doc: str
+    requires: tuple[str, ...] = ()    # evaluators that must run earlier (their ctx.results)
 
     def __call__(self, ctx: EvalContext, opts: Any) -> dict:
         return self.fn(ctx, opts)
@@ -65,7 +67,8 @@ class EvaluatorSpec:
 EVALUATORS: Registry[EvaluatorSpec] = Registry("evaluator", entry_point_group="lpc_bench.evaluators")
 
 
-def register_evaluator(name: str, *, options: type = NoOptions, kind: str = "metric"):
+def register_evaluator(name: str, *, options: type = NoOptions, kind: str = "metric",
+                       requires: tuple[str, ...] = ()):
     if kind not in ("attack", "metric"):
         raise ValueError(f"evaluator kind must be 'attack' or 'metric', got {kind!r}")
     if not dataclasses.is_dataclass(options):
@@ -73,7 +76,7 @@ def register_evaluator(name: str, *, options: type = NoOptions, kind: str = "met
 
     def decorator(fn):
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        EVALUATORS.add(name, EvaluatorSpec(name, fn, options, kind, doc))
+        EVALUATORS.add(name, EvaluatorSpec(name, fn, options, kind, doc, tuple(requires)))
         return fn
     return decorator
 
@@ -84,9 +87,14 @@ def evaluator_options(name: str, settings: dict[str, dict]) -> Any:
 
 
 def check_settings(evaluation) -> None:
-    """Raise BenchError for an unknown setting or a bad value of any evaluator."""
-    for name in evaluation.evaluators:
+    """Raise BenchError for an unknown setting, a bad value, or an evaluator listed before
+    one it reads the results of — at suite load, not after hours of training."""
+    for position, name in enumerate(evaluation.evaluators):
         evaluator_options(name, evaluation.settings)
+        missing = [r for r in EVALUATORS.get(name).requires if r not in evaluation.evaluators[:position]]
+        if missing:
+            raise BenchError(f"evaluation.evaluators: {name!r} needs {', '.join(map(repr, missing))} "
+                             f"listed before it")
 
 
 def attack_subset(num_test: int, size: int, seed: int) -> torch.Tensor:

@@ -221,3 +221,18 @@ def test_bad_suite_file_contents(tmp_path, text, needle):
     path = tmp_path / "s.yaml"
     path.write_text(text)
     assert needle in error_of(str(path))
+
+
+@pytest.mark.parametrize("order, ok", [
+    ("[deepfool, attacks, masking]", True),
+    ("[masking, deepfool, attacks]", False),
+    ("[deepfool, masking]", False),
+])
+def test_an_evaluator_must_come_after_those_it_reads(order, ok):
+    # masking compares DeepFool with the minimum-norm attacks: caught at load, not after training
+    overrides = [f"evaluation.evaluators={order}"]
+    if ok:
+        assert load_suite("digits", overrides).evaluation.evaluators[-1] == "masking"
+    else:
+        with pytest.raises(BenchError, match="'masking' needs"):
+            load_suite("digits", overrides)

@@ -91,7 +91,7 @@ def masking_check(deepfool_result: dict, attacks_result: dict, opts: MaskingOpti
     }
 
 
-@register_evaluator("masking", options=MaskingOptions, kind="attack")
+@register_evaluator("masking", options=MaskingOptions, kind="attack", requires=("deepfool", "attacks"))
 def masking_evaluator(ctx: EvalContext, opts: MaskingOptions) -> dict:
     """Gradient-masking cross-check: how often other minimum-norm attacks beat DeepFool by > margin."""
     missing = [name for name in ("deepfool", "attacks") if name not in ctx.results]
