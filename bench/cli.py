@@ -114,6 +114,10 @@ def cmd_run(args) -> int:
     if not args.no_report and counts["done"] + counts["skipped"] > 0:
         path = build_report(out, suite.name, Path(args.leaderboards))
         print(f"leaderboard: {path}")
+    if code:
+        failed = sum(o.status == "failed" for o in outcomes)
+        print(f"error: {failed} run(s) failed (listed above; results kept, rerun with --retry-failed)",
+              file=sys.stderr)
     return code
 
 

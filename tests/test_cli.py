@@ -134,6 +134,8 @@ def test_a_diverging_run_fails_the_command_in_one_line_and_the_sweep_goes_on(tmp
     naming = [line for line in output.splitlines() if "LPC/seed0" in line]
     assert len(naming) == 1, output
     assert "inf" in naming[0] or "nan" in naming[0]
+    errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "1 run(s) failed" in errors[0], captured.err
 
     runs = tmp_path / "runs" / "digits"
     failed = json.loads((runs / "LPC" / "seed0-lr0.001" / "result.json").read_text())
