@@ -237,7 +237,14 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     # keep only the log lines the checkpoint covers: a resumed run rewrites the rest identically
     log_rows = [r for r in io.read_jsonl(log_path) if r.get("epoch", math.inf) < start_epoch]
     io.atomic_write_text(log_path, "".join(io.json.dumps(r, sort_keys=True) + "\n" for r in log_rows))
-    io.atomic_write_json(run_dir / "provenance.json", prov)
+    prov_path = run_dir / "provenance.json"
+    if start_epoch > 0 and prov_path.exists():
+        # a resumed run keeps its first start; each resumption is listed with its epoch and host
+        earlier = io.read_json(prov_path)
+        resumed = earlier.get("resumed", []) + [{"at": prov["started"], "epoch": start_epoch,
+                                                  "host": prov["host"], "commit": prov["commit"]}]
+        prov.update(started=earlier.get("started", prov["started"]), resumed=resumed)
+    io.atomic_write_json(prov_path, prov)
 
     loader = DeviceLoader(data.train_x, data.train_y, recipe.batch_size, pixel_scale=data.pixel_scale,
                           device=device, shuffle=True, augment=recipe.augment, padding=recipe.crop_padding)

@@ -98,6 +98,10 @@ def test_interrupted_after_every_epoch_ends_identical(tmp_path, tiny_suite, chec
     assert train_run(suite, spec, out).status == "done"
     assert read_run(spec.directory(out)) == expected
     assert_same_checkpoint(spec.directory(out), spec.directory(tmp_path / "ref"))
+    # provenance keeps the first start and lists every resumption with the epoch it resumed at
+    provenance = json.loads((spec.directory(out) / "provenance.json").read_text())
+    resumed_at = [r["epoch"] for r in provenance["resumed"]]
+    assert resumed_at == sorted(resumed_at) and resumed_at[0] >= 1 and provenance["started"] <= provenance["resumed"][0]["at"]
 
 
 @pytest.mark.parametrize("plugin", ["ArcFace", "LPC-SCL"])
