@@ -388,7 +388,20 @@ def reevaluate_run(run_dir: Path, evaluators: tuple[str, ...], settings: dict | 
     Used by ``bench attack`` / ``bench metrics``: nothing is retrained; the other
     entries of result.json are kept; the file is replaced atomically.
     """
+    from bench.locks import RunLock
     run_dir = Path(run_dir)
+    lock = RunLock(run_dir)
+    if not lock.acquire(blocking=True):
+        raise BenchError(f"{run_dir}: could not take the run's lock")
+    try:
+        return _reevaluate_locked(run_dir, evaluators, settings, quiet=quiet, device=device)
+    finally:
+        lock.release()
+
+
+def _reevaluate_locked(run_dir: Path, evaluators: tuple[str, ...], settings: dict | None, *,
+                       quiet: bool, device: torch.device | None) -> dict:
+    """reevaluate_run's work, with the run's lock held (one writer of result.json at a time)."""
     result_path = run_dir / "result.json"
     if not result_path.exists() or io.read_json(result_path).get("status") != "done":
         raise BenchError(f"{run_dir}: no successful result.json to add evaluations to")

@@ -319,7 +319,8 @@ def test_bench_metrics_on_a_trained_run(tmp_path):
     from bench.runs import RunSpec
     from bench.train import train_run
 
-    suite = load_suite("digits", ["recipe.epochs=2", "plugins=[LPC]", "seeds=[0]", "evaluation.subset_size=64"])
+    suite = load_suite("digits", ["recipe.epochs=2", "plugins=[LPC]", "seeds=[0]", "evaluation.subset_size=64",
+                                  "evaluation.evaluators=[]"])
     outcome = train_run(suite, RunSpec("digits", "LPC", 0, suite.lrs[0]), tmp_path)
     assert outcome.status == "done" and outcome.result["evaluations"] == {}
     assert main(["metrics", "--runs", str(tmp_path), "--quiet", "--set", "entropy.k=10"]) == 0
