@@ -214,6 +214,12 @@ def test_run_longer_than_the_time_limit_requeues_and_finishes(slurm, timelimit_s
     requeued = job_log.read_text().count("checkpoint at the end of this epoch, then requeue")
     assert requeued >= 1, f"job {job} was never warned before its time limit"
     if slurm["accounting"]:
-        history = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j", job],
-                                 capture_output=True, text=True).stdout
+        # slurmdbd records the final state a few seconds after the job's result file exists
+        deadline = time.monotonic() + 60
+        while True:
+            history = subprocess.run(["sacct", "-n", "-X", "-D", "-P", "-o", "JobID,State", "-j", job],
+                                     capture_output=True, text=True).stdout
+            if "COMPLETED" in history or time.monotonic() > deadline:
+                break
+            time.sleep(2)
         assert "REQUEUED" in history and "COMPLETED" in history, history
