@@ -149,6 +149,19 @@ def geometry_evaluator(ctx: EvalContext, opts: GeometryOptions) -> dict:
     return out
 
 
+def _per_split(ctx: EvalContext, splits, compute, keys, always: dict | None = None) -> dict:
+    """``{"latent": …, split: compute(z, y)}``; a split whose data make the metric undefined
+    gets every key as None with the reason, and the other splits are still computed."""
+    out: dict = {"latent": ctx.latent_name}
+    for split in splits:
+        try:
+            z, y = _split_latents(ctx, split)
+            out[split] = compute(z, y)
+        except BenchError as exc:
+            out[split] = {**(always or {}), **undefined(keys, str(exc))}
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class EntropyOptions:
@@ -177,16 +190,10 @@ class EntropyOptions:
 @_timed
 def entropy_evaluator(ctx: EvalContext, opts: EntropyOptions) -> dict:
     """Kozachenko–Leonenko k-NN entropy of the latents (nats, and per dimension), exact k-NN."""
-    out: dict = {"latent": ctx.latent_name}
-    for split in opts.splits:
-        try:
-            z, y = _split_latents(ctx, split)
-            values = kl_entropy(z, opts.k, groups=y.numpy() if hasattr(y, "numpy") else y,
-                                floor_rel=opts.floor_rel, max_samples=opts.max_samples, seed=opts.seed)
-        except BenchError as exc:
-            values = {"k": opts.k, **undefined(ENTROPY_KEYS, str(exc))}
-        out[split] = values
-    return out
+    def compute(z, y):
+        return kl_entropy(z, opts.k, groups=y.numpy() if hasattr(y, "numpy") else y,
+                          floor_rel=opts.floor_rel, max_samples=opts.max_samples, seed=opts.seed)
+    return _per_split(ctx, opts.splits, compute, ENTROPY_KEYS, {"k": opts.k})
 
 
 # ---------------------------------------------------------------------------------------
@@ -213,16 +220,10 @@ class BinarityOptions:
 @_timed
 def binarity_evaluator(ctx: EvalContext, opts: BinarityOptions) -> dict:
     """Binary encoding: per-dimension 2-Gaussian mixture score, σ and peak distance (paper App. D)."""
-    out: dict = {"latent": ctx.latent_name}
-    for split in opts.splits:
-        try:
-            z, _ = _split_latents(ctx, split)
-            values = binarity(z, max_samples=opts.max_samples, seed=opts.seed,
-                              max_iter=opts.max_iter, tol=opts.tol, backend=opts.backend)
-        except BenchError as exc:
-            values = undefined(BINARITY_KEYS, str(exc))
-        out[split] = values
-    return out
+    def compute(z, _labels):
+        return binarity(z, max_samples=opts.max_samples, seed=opts.seed,
+                        max_iter=opts.max_iter, tol=opts.tol, backend=opts.backend)
+    return _per_split(ctx, opts.splits, compute, BINARITY_KEYS)
 
 
 # ---------------------------------------------------------------------------------------
