@@ -60,8 +60,14 @@ class Registry(Generic[T]):
                 warnings.warn(f"could not load {self.kind} entry point {ep.name!r}: {exc}",
                               RuntimeWarning, stacklevel=2)
                 continue
-            if ep.name not in self._entries and callable(loaded) and not isinstance(loaded, type(metadata)):
-                self._entries[ep.name] = loaded
+            if isinstance(loaded, type(metadata)) or not callable(loaded):
+                continue  # a module imported for its decorators
+            if ep.name in self._entries and self._entries[ep.name] is not loaded:
+                warnings.warn(f"{self.kind} entry point {ep.name!r} ({ep.value}) has the name of an "
+                              f"already registered {self.kind}; keeping the registered one",
+                              RuntimeWarning, stacklevel=2)
+                continue
+            self._entries[ep.name] = loaded
 
     def names(self) -> list[str]:
         self._discover()

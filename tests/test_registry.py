@@ -286,6 +286,22 @@ def test_entry_points_are_discovered_in_a_fresh_registry(tmp_path, monkeypatch):
         sys.modules.pop("toy_lpc_plugins", None)
 
 
+def test_an_entry_point_named_like_a_registered_plugin_warns_and_is_ignored(tmp_path, monkeypatch):
+    make_distribution(tmp_path, "[lpc_bench.plugins]\nLPC = toy_lpc_plugins:ToyPen\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "toy_lpc_plugins", raising=False)
+    reg: Registry = Registry("plugin", entry_point_group="lpc_bench.plugins")
+    builtin = PLUGINS.get("LPC")
+    reg.add("LPC", builtin)
+    try:
+        with pytest.warns(RuntimeWarning, match="'LPC'.*keeping the registered one"):
+            reg.names()
+        assert reg.get("LPC") is builtin
+    finally:
+        PLUGINS.remove("ToyDecorated")
+        sys.modules.pop("toy_lpc_plugins", None)
+
+
 def test_entry_points_reach_list_plugins_and_the_cli(tmp_path):
     """A new interpreter with the toy distribution installed: both styles of entry point work
     end to end (listed, built, trained one step), and ``bench list`` shows them."""
