@@ -198,13 +198,6 @@ class Stat:
         return {"mean": self.mean, "std": self.std, "n": self.n}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    stat = Stat.of(list(values))
-    if stat is None:
-        return math.nan, math.nan
-    return stat.mean, stat.std or 0.0
-
-
 def fmt_sig(x: float | None, digits: int = 3) -> str:
     """Fixed-width-free, deterministic: 3 significant digits, scientific below 1e-3 or from 1e4."""
     if x is None or not math.isfinite(x):
@@ -241,13 +234,6 @@ def fmt_stat(stat: Stat | None, fmt: str = "sig", n_expected: int | None = None)
     if n_expected is not None and stat.n != n_expected:
         text += f" (n={stat.n})"
     return text
-
-
-def fmt_mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
-    m, s = mean_std(values)
-    if math.isnan(m):
-        return NA
-    return f"{m * scale:.{digits}f} ± {s * scale:.{digits}f}"
 
 
 @dataclass(frozen=True)
@@ -313,10 +299,6 @@ class SuiteSummary:
 
     def plugin(self, name: str) -> PluginSummary | None:
         return next((p for p in self.plugins if p.plugin == name), None)
-
-    @property
-    def n_seeds(self) -> int:
-        return max((len(p.runs) for p in self.plugins), default=0)
 
 
 def _run_log(rec: RunRecord) -> list[dict]:

@@ -77,14 +77,6 @@ def undefined(keys: Iterable[str], reason: str) -> dict:
     return out
 
 
-def finite_or_none(value: float, key: str, reason: str) -> dict:
-    """``{key: value}`` if finite, else ``{key: None, key_reason: reason}``."""
-    value = float(value)
-    if np.isfinite(value):
-        return {key: value}
-    return {key: None, f"{key}_reason": reason}
-
-
 def check_splits(splits: tuple[str, ...], what: str) -> None:
     if not splits:
         raise ValueError(f"{what}: need at least one split")
