@@ -33,8 +33,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.attacks.deepfool import deepfool  # noqa: E402
-from bench.backbones import MLP, SmallCNN  # noqa: E402
-from bench.model import Classifier  # noqa: E402
+from bench.models.backbones import MLP, SmallCNN  # noqa: E402
+from bench.models.classifier import Classifier  # noqa: E402
 from registry import create_plugin  # noqa: E402
 
 STEPS, OVERSHOOT = 50, 0.02

@@ -1,4 +1,4 @@
-"""Harness overhead: one training epoch through ``bench.train._train_epoch`` vs a bare PyTorch loop.
+"""Harness overhead: one training epoch through ``bench.training.trainer._train_epoch`` vs a bare PyTorch loop.
 
 Both sides train the same LPC model (same initial weights, same data, same AdamW with the
 recipe's two parameter groups, same batch size, same shuffled order) on CPU. The bare loop is what a researcher would write
@@ -40,10 +40,11 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.config import BackboneConfig, load_suite  # noqa: E402
+from bench.config.schema import BackboneConfig  # noqa: E402
+from bench.suites import load_suite  # noqa: E402
 from bench.data import DataSplits, DeviceLoader  # noqa: E402
-from bench.runs import RunSpec  # noqa: E402
-from bench.train import build_model, epoch_seed, get_data, make_optimizer, _train_epoch  # noqa: E402
+from bench.runs.folder import RunSpec  # noqa: E402
+from bench.training.trainer import build_model, epoch_seed, get_data, make_optimizer, _train_epoch  # noqa: E402
 
 PLUGIN = "LPC"
 LR = 1e-3

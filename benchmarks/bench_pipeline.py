@@ -35,10 +35,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.config import DatasetConfig, load_suite  # noqa: E402
+from bench.config.schema import DatasetConfig  # noqa: E402
+from bench.suites import load_suite  # noqa: E402
 from bench.data import DataSplits, DeviceLoader, load_dataset  # noqa: E402
-from bench.device import autocast, configure, resolve_device  # noqa: E402
-from bench.train import build_model, make_optimizer  # noqa: E402
+from bench.core.device import autocast, configure, resolve_device  # noqa: E402
+from bench.training.trainer import build_model, make_optimizer  # noqa: E402
 
 
 class UInt8ImageDataset(torch.utils.data.Dataset):

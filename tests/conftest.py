@@ -88,7 +88,7 @@ TINY = ["dataset.limit_train=256", "evaluation.evaluators=[]", "recipe.log_every
 @pytest.fixture
 def tiny_suite():
     """``tiny_suite(*overrides)`` → the digits suite, shrunk, with extra ``key=value`` overrides."""
-    from bench.config import load_suite
+    from bench.suites import load_suite
 
     def make(*overrides: str, epochs: int = 3, checkpoint_every: int = 1):
         return load_suite("digits", [*TINY, f"recipe.epochs={epochs}",

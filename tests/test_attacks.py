@@ -20,13 +20,13 @@ import torch
 from torch import nn
 
 from bench.attacks import ATTACKS, AttacksOptions, DeepFoolOptions, MaskingOptions, deepfool, masking_check
-from bench.attacks.evaluators import attacks_evaluator, deepfool_evaluator
+from bench.attacks.attack_evaluators import attacks_evaluator, deepfool_evaluator
 from bench.attacks.library import MethodOptions
 from bench.attacks.masking import masking_evaluator
-from bench.attacks.registry import attack_guard, register_attack
-from bench.errors import BenchError
-from bench.evaluators import EvalContext, evaluator_options
-from bench.typed import from_dict
+from bench.attacks.methods import attack_guard, register_attack
+from bench.core.errors import BenchError
+from bench.evaluation.hook import EvalContext, evaluator_options
+from bench.core.typed import from_dict
 
 
 @pytest.fixture(autouse=True)
@@ -98,8 +98,8 @@ def digits():
 
 def trained(head: str, seed=0):
     """A small MLP (softmax head, or ArcFace-style scaled cosines) trained on sklearn digits."""
-    from bench.backbones import MLP
-    from bench.model import Classifier
+    from bench.models.backbones import MLP
+    from bench.models.classifier import Classifier
     from registry import create_plugin
     torch.manual_seed(seed)
     x, y = digits()
@@ -178,8 +178,8 @@ def test_matches_foolbox_all_candidates(head):
 
 
 def test_every_plugin_flips_and_verifies():
-    from bench.config import load_suite
-    from bench.train import build_model, get_data
+    from bench.suites import load_suite
+    from bench.training.trainer import build_model, get_data
     suite = load_suite("digits")
     data = get_data(suite)
     x = data.test_x[:40].float() / data.pixel_scale
@@ -335,7 +335,7 @@ def test_bad_options_are_one_line_errors():
 
 
 def test_suite_with_bad_attack_settings_fails_on_load():
-    from bench.config import load_suite
+    from bench.suites import load_suite
     with pytest.raises(BenchError, match="evaluation.settings.attacks.*Linf ε = 2 is out of range"):
         load_suite("digits", ["evaluation={evaluators: [deepfool, attacks], settings: {attacks: {eps_linf: [2]}}}"])
     with pytest.raises(BenchError, match="unknown attack 'square'; did you mean"):
@@ -343,7 +343,7 @@ def test_suite_with_bad_attack_settings_fails_on_load():
 
 
 def test_list_shows_evaluators_and_methods(capsys):
-    from bench.cli import main
+    from bench.cli.main import main
     assert main(["list", "attacks"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("attacks: deepfool, attacks, masking")
@@ -419,9 +419,9 @@ def test_attack_guard_restores_state():
 # ------------------------------------------------------------------------------ CLI
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
-    from bench.config import load_suite
-    from bench.runs import RunSpec
-    from bench.train import train_run
+    from bench.suites import load_suite
+    from bench.runs.folder import RunSpec
+    from bench.training.trainer import train_run
     out = tmp_path_factory.mktemp("runs")
     suite = load_suite("digits", ["recipe.epochs=3", "plugins=[NoPen]",
                                   "evaluation={evaluators: [], subset_size: 80, subset_seed: 0}"])
@@ -436,7 +436,7 @@ def trained_run(tmp_path_factory):
 
 
 def test_cli_attack_adds_evaluations(trained_run):
-    from bench.cli import main
+    from bench.cli.main import main
     out, run_dir = trained_run
     before = json.loads((run_dir / "result.json").read_text())
     rc = main(["attack", "--runs", str(out), "--attacks", "deepfool", "pgd-l2", "ddn-l2", "masking",
@@ -455,7 +455,7 @@ def test_cli_attack_adds_evaluations(trained_run):
 
 
 def test_cli_unknown_attack_fails_cleanly(trained_run, capsys):
-    from bench.cli import main
+    from bench.cli.main import main
     out, run_dir = trained_run
     before = (run_dir / "result.json").read_text()
     rc = main(["attack", "--runs", str(out), "--attacks", "deepfool", "pgd-l3", "--quiet"])

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from scipy import stats as sps
 
-from bench import check
-from bench.baseline import BASELINE_SCHEMA, default_path
-from bench.cli import main
-from bench.report import Correlation, Stat
+from bench.reporting import compare as check
+from bench.reporting.baseline import BASELINE_SCHEMA, default_path
+from bench.cli.main import main
+from bench.reporting.report import Correlation, Stat
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 _spec = importlib.util.spec_from_file_location("lpc_runs_factory", FIXTURES / "runs_factory.py")
@@ -159,7 +159,7 @@ def test_ci_style_single_seed_identical_passes_and_regression_fails(tmp_path, ca
 
 def published_runs(root: Path, change=None) -> Path:
     """A cifar10 suite whose 3 seeds per model have exactly the paper's mean and std."""
-    from bench.published import load_published
+    from bench.reporting.published import load_published
     order, values = load_published("cifar10")
     suite = factory.suite_config(name="cifar10-fixture", dataset="cifar10", plugins=order, seeds=(0, 1, 2),
                                  lrs=(0.001,))
@@ -324,11 +324,11 @@ def test_each_claim_holds_and_breaks():
 # --------------------------------------------------------------------------- CI
 
 def test_committed_ci_baseline_matches_the_ci_suite():
-    from bench.baseline import _strip_local
-    from bench.config import load_suite
-    from bench.report import comparable_config
-    from bench.runs import RunSpec
-    from bench.train import identity_config
+    from bench.reporting.baseline import _strip_local
+    from bench.suites import load_suite
+    from bench.reporting.report import comparable_config
+    from bench.runs.folder import RunSpec
+    from bench.training.trainer import identity_config
     path = default_path("digits-ci")
     if not path.exists():
         pytest.skip("bench/baselines/digits-ci.json not committed yet")

@@ -4,7 +4,7 @@ exit code 2 and exactly one ``error: …`` line on stderr (no traceback, nothing
 command exits non-zero with one line naming the run and the problem.
 
 The brief's bad inputs run as real subprocesses (a few at a time: each is mostly interpreter
-start-up); further cases go through ``bench.cli.main`` in-process."""
+start-up); further cases go through ``bench.cli.main.main`` in-process."""
 from __future__ import annotations
 
 import json
@@ -26,7 +26,7 @@ BAD_INPUT = {
     "wrong type": (["run", "--set", "recipe.epochs=abc"], "recipe.epochs"),
     "malformed YAML": (["run", "--suite", "broken.yaml"], "line 3"),
 }
-# more of the same, through bench.cli.main in this process (same code path, no start-up cost)
+# more of the same, through bench.cli.main.main in this process (same code path, no start-up cost)
 MORE_BAD_INPUT = {
     "unknown plugin in suite file": (["run", "--suite", "plugs.yaml"], "unknown plugin 'Nopen'"),
     "unknown plugin via --set": (["run", "--set", "plugins=[LPCX]"], "unknown plugin 'LPCX'"),
@@ -93,7 +93,7 @@ def test_bad_input_is_one_error_line_and_exit_2(bad_input_runs, case):
 
 @pytest.mark.parametrize("case", list(MORE_BAD_INPUT))
 def test_more_bad_input_in_process(tmp_path, monkeypatch, capsys, case):
-    from bench.cli import main
+    from bench.cli.main import main
     monkeypatch.chdir(tmp_path)
     write_suite_files(tmp_path)
     args, needle = MORE_BAD_INPUT[case]
@@ -104,7 +104,7 @@ def test_more_bad_input_in_process(tmp_path, monkeypatch, capsys, case):
 
 
 def test_list_names_the_eleven_plugins(capsys):
-    from bench.cli import main
+    from bench.cli.main import main
     code = main(["list"])
     stdout, stderr = capsys.readouterr()
     assert code == 0, stderr
@@ -119,9 +119,9 @@ def test_list_names_the_eleven_plugins(capsys):
 
 def test_a_diverging_run_fails_the_command_in_one_line_and_the_sweep_goes_on(tmp_path, monkeypatch, capsys):
     """γ at float32's limit overflows the penalty of a 1024-wide latent at the first step; NoPen
-    (no γ) trains normally in the same sweep. (In-process through ``bench.cli.main``: the
+    (no γ) trains normally in the same sweep. (In-process through ``bench.cli.main.main``: the
     subprocess cases above already show what the interpreter adds.)"""
-    from bench.cli import main
+    from bench.cli.main import main
     monkeypatch.chdir(tmp_path)
     code = main(["run", "--plugins", "LPC", "NoPen", "--seeds", "0", "--quiet", "--no-report",
                  "--set", "recipe.gamma_start=3e38", "--set", "recipe.gamma_cap=3e38",

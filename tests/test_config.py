@@ -7,9 +7,10 @@ import math
 
 import pytest
 
-from bench.config import Recipe, Suite, load_suite, suite_names
-from bench.errors import BenchError
-from bench.typed import apply_overrides, from_dict, parse_override, to_dict
+from bench.config.schema import Recipe, Suite
+from bench.suites import load_suite, suite_names
+from bench.core.errors import BenchError
+from bench.core.typed import apply_overrides, from_dict, parse_override, to_dict
 from lpc import GeometricSchedule, LinearRamp
 
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench.config import DatasetConfig
+from bench.config.schema import DatasetConfig
 from bench.data import load_dataset
 from bench.data.cifar import stratified_subset, write_cifar_pickles
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 
-from bench import estimate
-from bench.config import load_suite
+from bench.training import estimate
+from bench.suites import load_suite
 from bench.data.cifar import write_cifar_pickles
-from bench.runs import plan_runs
+from bench.runs.folder import plan_runs
 
 CLASSES = [f"k{i}" for i in range(10)]
 
@@ -33,7 +33,7 @@ def _args(root, out) -> list[str]:
 
 
 def test_estimate_only_prints_one_line_and_trains_nothing(tiny_cifar10, tmp_path):
-    from bench.cli import main
+    from bench.cli.main import main
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(["run", "--suite", "cifar10", "--estimate-only", *_args(tiny_cifar10, tmp_path / "runs")])
@@ -62,7 +62,7 @@ def test_estimate_counts_only_remaining_epochs(tiny_cifar10, tmp_path):
 
 
 def test_suite_that_cannot_fit_is_one_line(tiny_cifar10, tmp_path, monkeypatch, capsys):
-    from bench.cli import main
+    from bench.cli.main import main
     monkeypatch.setattr(estimate, "_available_ram", lambda: 10_000)
     code = main(["run", "--suite", "cifar10", *_args(tiny_cifar10, tmp_path / "runs")])
     assert code == 2

@@ -11,10 +11,10 @@ import pytest
 import torch
 from PIL import Image
 
-from bench.config import DatasetConfig
+from bench.config.schema import DatasetConfig
 from bench.data import load_dataset
 from bench.data.cache import CACHE_ENV, cache_dir
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "cifar10-jpeg"
 CLASSES = ["cat", "dog", "emu"]

@@ -14,16 +14,17 @@ import pytest
 
 from conftest import without_timing
 
-from bench import io
-from bench.config import ExecutorConfig, load_suite
+from bench.core import io
+from bench.config.schema import ExecutorConfig
+from bench.suites import load_suite
 from bench.executors import executor_from_args, make_executor
 from bench.executors.base import RunTask
 from bench.executors.inprocess import InProcessExecutor
 from bench.executors.pool import PoolExecutor
 from bench.executors.slurm import JobSignals, JobTerminated
-from bench.locks import RunLock, holder, remove_stale_temporaries
-from bench.sweep import FAILED_KEPT, run_sweep, select_runs, summarize
-from bench.train import failure_kind, train_run
+from bench.core.locks import RunLock, holder, remove_stale_temporaries
+from bench.executors.sweep import FAILED_KEPT, run_sweep, select_runs, summarize
+from bench.training.trainer import failure_kind, train_run
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -41,7 +42,7 @@ def hold_lock_in_subprocess(run_dir: Path, seconds: float) -> subprocess.Popen:
     """A separate process that takes the run's lock, says so on stdout, sleeps, and exits."""
     code = textwrap.dedent(f"""
         import sys, time
-        from bench.locks import RunLock
+        from bench.core.locks import RunLock
         lock = RunLock({str(run_dir)!r})
         assert lock.acquire()
         print("locked", flush=True)
@@ -125,10 +126,10 @@ def test_sweep_waits_for_a_busy_run_and_takes_it_over_when_its_holder_dies_unfin
 
 
 def test_exceptions_and_oom_are_recorded_as_failed_results(tmp_path, monkeypatch):
-    import bench.train
+    import bench.training.trainer
     suite = tiny_suite(plugins=("NoPen", "LPC"))
     calls = {"n": 0}
-    real_epoch = bench.train._train_epoch
+    real_epoch = bench.training.trainer._train_epoch
 
     def flaky_epoch(model, optimizer, loader, suite_, spec, epoch, *args):
         calls["n"] += 1
@@ -138,7 +139,7 @@ def test_exceptions_and_oom_are_recorded_as_failed_results(tmp_path, monkeypatch
             raise ValueError("something broke")
         return real_epoch(model, optimizer, loader, suite_, spec, epoch, *args)
 
-    monkeypatch.setattr(bench.train, "_train_epoch", flaky_epoch)
+    monkeypatch.setattr(bench.training.trainer, "_train_epoch", flaky_epoch)
     outcomes = run_sweep(suite, select_runs(suite), tmp_path, quiet=True)
     by_plugin = {o.spec.plugin: o for o in outcomes}
     assert {p: o.status for p, o in by_plugin.items()} == {"NoPen": "failed", "LPC": "failed"}
@@ -158,7 +159,7 @@ def test_exceptions_and_oom_are_recorded_as_failed_results(tmp_path, monkeypatch
     assert [o.status for o in again] == ["failed", "failed"] and calls["n"] == 0
 
     # --retry-failed reruns only those, from their checkpoints; the old failure is kept aside
-    monkeypatch.setattr(bench.train, "_train_epoch", real_epoch)
+    monkeypatch.setattr(bench.training.trainer, "_train_epoch", real_epoch)
     retried = run_sweep(suite, select_runs(suite), tmp_path, quiet=True, retry_failed=True)
     assert [o.status for o in retried] == ["done", "done"]
     for o in retried:
@@ -181,7 +182,7 @@ def test_failure_kinds():
 def _interrupted_run(tmp_path, monkeypatch, signals_sent, expected):
     """Train a 6-epoch run (periodic checkpoints every 4) under JobSignals; the signals arrive
     in the middle of epoch 1; ``expected`` is the exception the run must end with."""
-    import bench.train
+    import bench.training.trainer
     suite = tiny_suite("recipe.epochs=6", "recipe.checkpoint_every=4", plugins=("LPC",))
     spec = select_runs(suite)[0]
     handed_over = []
@@ -190,7 +191,7 @@ def _interrupted_run(tmp_path, monkeypatch, signals_sent, expected):
         handed_over.append(signum)
         raise SystemExit(-1)
 
-    real_epoch = bench.train._train_epoch
+    real_epoch = bench.training.trainer._train_epoch
 
     def epoch_with_signals(model, optimizer, loader, suite_, spec_, epoch, *args):
         if epoch == 1:
@@ -198,7 +199,7 @@ def _interrupted_run(tmp_path, monkeypatch, signals_sent, expected):
                 os.kill(os.getpid(), signum)
         return real_epoch(model, optimizer, loader, suite_, spec_, epoch, *args)
 
-    monkeypatch.setattr(bench.train, "_train_epoch", epoch_with_signals)
+    monkeypatch.setattr(bench.training.trainer, "_train_epoch", epoch_with_signals)
     previous = signal.signal(signal.SIGUSR2, stand_in)
     guard = JobSignals(suite.recipe.epochs, grace_s=60, term_grace_s=60)
     try:
@@ -209,7 +210,7 @@ def _interrupted_run(tmp_path, monkeypatch, signals_sent, expected):
     finally:
         guard.uninstall()
         signal.signal(signal.SIGUSR2, previous)
-    monkeypatch.setattr(bench.train, "_train_epoch", real_epoch)
+    monkeypatch.setattr(bench.training.trainer, "_train_epoch", real_epoch)
     return suite, spec, handed_over
 
 
@@ -315,7 +316,7 @@ def test_executor_section_from_yaml_and_flags(tmp_path):
     assert isinstance(make_executor(ExecutorConfig(), tmp_path), InProcessExecutor)
 
     # how a run executes is not part of what it is: same config.json, same folder
-    from bench.train import identity_config
+    from bench.training.trainer import identity_config
     spec = select_runs(suite)[0]
     assert identity_config(suite, spec) == identity_config(suite.replace(executor=ExecutorConfig()), spec)
 
@@ -352,7 +353,7 @@ def test_pool_matches_in_process_and_survives_a_killed_worker(tmp_path):
 
 
 def test_status_reports_each_state(tmp_path, capsys):
-    from bench.cli import main
+    from bench.cli.main import main
     root = tmp_path / "runs" / "digits"
     done, failed, running, pending = (root / "NoPen" / f"seed{i}-lr0.001" for i in range(4))
     for d in (done, failed, running, pending):

@@ -107,7 +107,7 @@ def test_kill_9_at_random_moments_then_rerun_gives_the_uninterrupted_results_by_
 COUNTED_CLI = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    import bench.train as train
+    import bench.training.trainer as train
     starts, ready = Path(sys.argv[1]), Path(sys.argv[2])
     real = train._train_run_locked
 
@@ -120,7 +120,7 @@ COUNTED_CLI = textwrap.dedent("""
     (ready / str(os.getpid())).touch()
     while len(list(ready.iterdir())) < 2:
         time.sleep(0.02)
-    from bench.cli import main
+    from bench.cli.main import main
     sys.exit(main(sys.argv[3:]))
 """)
 

@@ -17,7 +17,7 @@ import torch
 from scipy import stats
 from scipy.spatial.distance import cdist
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.metrics import (binarity, correlate, geometry, kl_entropy, knn_radius, margin_gradient_norms)
 from bench.metrics.binarity import fit_dimension, mixture_log_likelihood, two_means_split
 from bench.metrics.correlation import _rowwise_pearson, analyse_suite
@@ -146,8 +146,8 @@ def test_bad_inputs_raise_clear_errors():
 
 
 def test_evaluators_record_none_with_reason(tmp_path):
-    from bench.evaluators import EVALUATORS, EvalContext, evaluator_options
-    from bench.metrics.evaluators import GeometryOptions
+    from bench.evaluation.hook import EVALUATORS, EvalContext, evaluator_options
+    from bench.metrics.metric_evaluators import GeometryOptions
 
     z, y = clustered(120, 4, 3)
     zt = torch.tensor(z, dtype=torch.float32)
@@ -284,7 +284,7 @@ def test_correlate_matches_scipy():
 
 
 def _record(tmp_path, plugin, seed, r_train, rho, status="done"):
-    from bench.results import RunRecord
+    from bench.runs.results import RunRecord
     ev = {"geometry": {"train": {"R_mean": r_train}, "test": {"R_mean": r_train * 0.9}}}
     if rho is not None:
         ev["deepfool"] = {"rho_mean": rho}
@@ -314,10 +314,10 @@ def test_analyse_suite(tmp_path):
 # ------------------------------------------------------------------ the command on a trained run
 @pytest.mark.slow
 def test_bench_metrics_on_a_trained_run(tmp_path):
-    from bench.cli import main
-    from bench.config import load_suite
-    from bench.runs import RunSpec
-    from bench.train import train_run
+    from bench.cli.main import main
+    from bench.suites import load_suite
+    from bench.runs.folder import RunSpec
+    from bench.training.trainer import train_run
 
     suite = load_suite("digits", ["recipe.epochs=2", "plugins=[LPC]", "seeds=[0]", "evaluation.subset_size=64",
                                   "evaluation.evaluators=[]"])

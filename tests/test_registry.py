@@ -313,7 +313,7 @@ def test_entry_points_reach_list_plugins_and_the_cli(tmp_path):
         from registry import create_plugin, list_plugins
         names = list_plugins()
         out = {"names": names, "needs_bench": "bench" in sys.modules}  # registry stands alone
-        from bench.cli import main
+        from bench.cli.main import main
         for name in ("ToyPen", "ToyDecorated"):
             plugin = create_plugin(name, 6, 3)
             h = torch.randn(9, 6, requires_grad=True)

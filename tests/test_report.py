@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import report
-from bench.cli import main
+from bench.reporting import report
+from bench.cli.main import main
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXPECTED = FIXTURES / "expected" / "fixture-digits.md"
@@ -114,7 +114,7 @@ def test_missing_evaluators_show_dashes_and_skip_claims(tmp_path):
     text = report.build_report(tmp_path, None, tmp_path / "lb", figures=False).read_text()
     row = next(line for line in text.splitlines() if line.startswith("| 1 | LPC"))
     assert row.count("–") >= 6
-    from bench import figures
+    from bench.reporting import figures
     note = figures.scatter_r_rho(report.summarise(tmp_path, None), tmp_path / "figs", "figs")
     assert "R vs ρ figure skipped" in note[0]
     assert "**skipped**: LPC-family R" in text
@@ -194,7 +194,7 @@ def test_committed_published_page_is_current(tmp_path):
 
 
 def test_published_data_matches_the_paper_csvs():
-    from bench.published import load_published, published_pearson
+    from bench.reporting.published import load_published, published_pearson
     order, values = load_published("cifar10")
     assert order[0] == "LPC" and order[-1] == "NoPen" and len(order) == 11
     assert values["LPC"]["test_acc"].mean == pytest.approx(0.9498)

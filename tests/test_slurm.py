@@ -46,7 +46,7 @@ def bench(capsys, *args: str) -> tuple[int, str, str]:
     jobs); torch's thread count, which a local run may set, is restored afterwards."""
     import torch
 
-    from bench.cli import main
+    from bench.cli.main import main
     threads = torch.get_num_threads()
     capsys.readouterr()
     try:
@@ -100,9 +100,9 @@ def timelimit_sweep(slurm, tmp_path_factory):
     from a few epochs timed here, so that it outlasts one job on a fast machine too."""
     import torch
 
-    from bench.config import load_suite
-    from bench.runs import RunSpec
-    from bench.train import train_run
+    from bench.suites import load_suite
+    from bench.runs.folder import RunSpec
+    from bench.training.trainer import train_run
     calibrate = ["evaluation.evaluators=[]", "evaluation.settings={}", "runtime.num_threads=1",
                  "recipe.epochs=6", "recipe.log_every=6"]
     suite = load_suite("digits", calibrate)
@@ -137,7 +137,7 @@ def local_reference(timelimit_sweep, tmp_path_factory):
     """The same sweep, run locally: what Slurm must reproduce."""
     import torch
 
-    from bench.cli import main
+    from bench.cli.main import main
     out = tmp_path_factory.mktemp("local")
     threads = torch.get_num_threads()
     try:

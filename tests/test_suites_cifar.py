@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from bench.config import Suite, load_suite
-from bench.runs import plan_runs
-from bench.typed import from_dict
+from bench.config.schema import Suite
+from bench.suites import load_suite
+from bench.runs.folder import plan_runs
+from bench.core.typed import from_dict
 
 PAPER_PLUGINS = {"LPC", "LPC-WIDE", "LPC-NARROW", "LPC-SCL", "LPC-NoPen", "LinPen", "NonlinPen",
                  "SCL", "ArcFace", "CosFace", "NoPen"}
@@ -54,7 +55,7 @@ def test_cifar100_resolves_to_220_runs():
 
 
 def test_paper_suites_evaluators_are_registered():
-    from bench.evaluators import EVALUATORS, load_builtin_evaluators
+    from bench.evaluation.hook import EVALUATORS, load_builtin_evaluators
     load_builtin_evaluators()
     missing = [n for n in _raw("cifar10").evaluation.evaluators if n not in EVALUATORS]
     if missing:
@@ -77,9 +78,9 @@ def test_one_cifar100_run_trains_one_tiny_epoch_on_cpu(tmp_path):
     only 5 classes, 4 training images each, to keep a ResNet-50 epoch to seconds on CPU.
     """
     from bench.data.cifar import write_cifar_pickles
-    from bench.io import read_json, read_jsonl
-    from bench.sweep import select_runs
-    from bench.train import train_run
+    from bench.core.io import read_json, read_jsonl
+    from bench.executors.sweep import select_runs
+    from bench.training.trainer import train_run
 
     rng = np.random.default_rng(0)
     train_y, test_y = np.arange(20) % 5, np.arange(10) % 5
@@ -103,7 +104,7 @@ def test_one_cifar100_run_trains_one_tiny_epoch_on_cpu(tmp_path):
 
 
 def test_cifar100_without_data_is_one_line(tmp_path):
-    from bench.cli import main
+    from bench.cli.main import main
     import contextlib
     import io
     err = io.StringIO()

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from bench import io
-from bench.runs import RunSpec
-from bench.train import train_run
+from bench.core import io
+from bench.runs.folder import RunSpec
+from bench.training.trainer import train_run
 
 from conftest import leftover_temporaries, read_run, start_cli, run_cli
 
@@ -162,7 +162,7 @@ def test_rerunning_a_completed_run_skips_it(tmp_path, tiny_suite):
 
 
 def test_a_changed_configuration_in_the_same_folder_is_refused(tmp_path, tiny_suite):
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
     suite = tiny_suite(epochs=2)
     spec = spec_for(suite, "NoPen")
     with pytest.raises(Interrupt):
@@ -232,7 +232,7 @@ def test_nan_in_a_later_epoch_names_that_epoch(tmp_path, tiny_suite, monkeypatch
 
 
 def test_the_sweep_goes_on_after_a_diverging_run(tmp_path, tiny_suite, monkeypatch):
-    from bench.sweep import run_sweep, select_runs
+    from bench.executors.sweep import run_sweep, select_runs
     from registry.plugins.lpc_family import LPC
     real = LPC.loss_terms
     monkeypatch.setattr(LPC, "loss_terms", lambda self, out, y: {k: v * float("nan") for k, v in real(self, out, y).items()})
@@ -270,7 +270,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_result(tmp_path):
     """``python -m bench run`` killed with SIGKILL after its first checkpoint, then run again,
     ends with the same result.json (timing aside), log.jsonl (time_s aside) and weights as a
     run that was never interrupted (trained here, in-process, through the library)."""
-    from bench.config import load_suite
+    from bench.suites import load_suite
     victim = start_cli(KILL_RUN, tmp_path)
     run_dir = tmp_path / "out" / "digits" / "LPC" / "seed0-lr0.001"
     try:

@@ -14,10 +14,10 @@ and three evaluators a suite can list, in this order:
 ``python -m bench attack --runs DIR [--attacks deepfool pgd-l2 ddn-l2 masking]`` runs them on
 finished runs without retraining.
 """
-from bench.attacks.registry import ATTACKS, AttackMethod, attack_guard, get_attack, register_attack
+from bench.attacks.methods import ATTACKS, AttackMethod, attack_guard, get_attack, register_attack
 from bench.attacks import library  # noqa: F401  (registers the torchattacks/foolbox methods)
 from bench.attacks.deepfool import DeepFoolOptions, DeepFoolResult, deepfool
-from bench.attacks.evaluators import AttacksOptions, attacks_evaluator, deepfool_evaluator
+from bench.attacks.attack_evaluators import AttacksOptions, attacks_evaluator, deepfool_evaluator
 from bench.attacks.masking import MaskingOptions, masking_check, masking_evaluator
 
 __all__ = [

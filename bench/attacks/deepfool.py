@@ -34,8 +34,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from bench.attacks.registry import attack_guard, check_inputs, check_logits, model_dtype
-from bench.errors import BenchError
+from bench.attacks.methods import attack_guard, check_inputs, check_logits, model_dtype
+from bench.core.errors import BenchError
 
 FLIPPED = "flipped"
 NOT_FLIPPED = "not_flipped"
@@ -259,7 +259,7 @@ def _vector_jacobian(logits: torch.Tensor, xa: torch.Tensor, go: torch.Tensor, b
 # ----- as an attack method (``attacks`` evaluator, ``bench list attacks``) ----------------
 
 from bench.attacks.library import AttackInfo, MethodOptions  # noqa: E402
-from bench.attacks.registry import register_attack  # noqa: E402
+from bench.attacks.methods import register_attack  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ habit of counting misclassified inputs as successes), ``eps`` is the budget of a
 fixed-ε attack (``None`` for minimum-norm ones). Nothing here decides success: the
 evaluator re-classifies and measures every returned input itself.
 
-Pitfalls guarded (by the evaluator and :func:`bench.attacks.registry.attack_guard`):
+Pitfalls guarded (by the evaluator and :func:`bench.attacks.methods.attack_guard`):
 parameter gradients zeroed and eval mode restored after each call; the global random
 generator forked and seeded (APGD and Square reseed it themselves); inputs checked to lie
 in [0, 1]; APGD-T's target count bounded by the real number of classes (torchattacks
@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.attacks.registry import register_attack
-from bench.errors import BenchError
+from bench.attacks.methods import register_attack
+from bench.core.errors import BenchError
 
 
 @dataclass(frozen=True)

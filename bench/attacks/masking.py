@@ -21,8 +21,8 @@ import math
 from dataclasses import dataclass
 
 from bench.attacks.deepfool import ALREADY_MISCLASSIFIED
-from bench.errors import BenchError
-from bench.evaluators import EvalContext, register_evaluator
+from bench.core.errors import BenchError
+from bench.evaluation.hook import EvalContext, register_evaluator
 
 VERDICT_OK = "ok"
 VERDICT_FLAG = "DeepFool may overstate robustness"

@@ -1,5 +1,5 @@
 """Datasets as uint8 tensors and the on-device loader."""
-from bench.data.registry import DATASETS
+from bench.data.datasets import DATASETS
 from bench.data.splits import DataSplits, stratified_split
 from bench.data.loader import DeviceLoader, random_crop_flip
 from bench.data import digits  # noqa: F401  (registers "digits")

@@ -11,7 +11,7 @@ decoded arrays are written once to an ``.npz`` file and reused.
   relative path, size and modification time. Touching, adding or removing one file
   changes the key, so a stale cache is never read; old entries are left for the user
   to delete (``rm -r ~/.cache/lpc-bench``).
-* Writes are atomic (``bench.io``): a process killed mid-write leaves no half file,
+* Writes are atomic (``bench.core.io``): a process killed mid-write leaves no half file,
   and two processes building the same entry at once both end with a complete one.
 """
 from __future__ import annotations
@@ -26,7 +26,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
-from bench import io
+from bench.core import io
 
 CACHE_ENV = "LPC_BENCH_CACHE"
 

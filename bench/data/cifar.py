@@ -28,10 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.config import DatasetConfig
-from bench.data.registry import DATASETS
+from bench.config.schema import DatasetConfig
+from bench.data.datasets import DATASETS
 from bench.data.splits import DataSplits, stratified_split
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 # exceptions unpickling or reshaping a damaged batch file can raise
 _DAMAGE = (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from bench.config import DatasetConfig
-from bench.data.registry import DATASETS
+from bench.config.schema import DatasetConfig
+from bench.data.datasets import DATASETS
 from bench.data.splits import DataSplits, stratified_split
 
 

@@ -28,13 +28,13 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from bench.config import DatasetConfig
+from bench.config.schema import DatasetConfig
 from bench.data.cache import cached_arrays, file_entry, fingerprint
 from bench.data.cifar import splits_from_arrays
-from bench.data.registry import DATASETS
+from bench.data.datasets import DATASETS
 from bench.data.splits import DataSplits
-from bench.errors import BenchError
-from bench.progress import progress
+from bench.core.errors import BenchError
+from bench.core.progress import progress
 
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"})
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar")

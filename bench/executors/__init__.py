@@ -1,7 +1,7 @@
 """Where a sweep's runs execute: in this process (default), a local process pool, or Slurm.
 
-All three execute the same unit, ``bench.train.train_run`` for one run (see
-``bench.executors.base``); ``bench.sweep.run_sweep`` decides which runs to give them.
+All three execute the same unit, ``bench.training.trainer.train_run`` for one run (see
+``bench.executors.base``); ``bench.executors.sweep.run_sweep`` decides which runs to give them.
 This package's top level stays light (the CLI imports it to build its parser).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from bench.executors.options import EXECUTOR_KINDS, add_executor_arguments, executor_from_args
 
 if TYPE_CHECKING:
-    from bench.config import ExecutorConfig
+    from bench.config.schema import ExecutorConfig
     from bench.executors.base import Executor
 
 

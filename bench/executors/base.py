@@ -1,6 +1,6 @@
 """The executor interface: "execute this one Run", for many runs, somewhere.
 
-A run is trained by ``bench.train.train_run(suite, spec, out_root)``: idempotent, resumes
+A run is trained by ``bench.training.trainer.train_run(suite, spec, out_root)``: idempotent, resumes
 from its checkpoint, and takes the run's lock so that one process at a time writes it.
 An executor only decides *where* those calls happen (this process, worker processes, Slurm
 array tasks) and reports one ``RunOutcome`` per task. Statuses an executor may report:
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from bench.config import Suite
-from bench.runs import RunSpec
+from bench.config.schema import Suite
+from bench.runs.folder import RunSpec
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class RunTask:
         return self.spec.directory(self.out_root)
 
     def __call__(self, **train_kwargs):
-        from bench.train import train_run
+        from bench.training.trainer import train_run
         return train_run(self.suite, self.spec, self.out_root, quiet=self.quiet, **train_kwargs)
 
 

@@ -5,7 +5,7 @@ import sys
 from typing import Iterator, Sequence
 
 from bench.executors.base import Executor, RunTask
-from bench.progress import progress
+from bench.core.progress import progress
 
 
 def failure_text(outcome) -> str:

@@ -30,8 +30,8 @@ def executor_from_args(config, args):
     """``config`` (the suite's executor section) with the `bench run` flags applied."""
     import dataclasses
 
-    from bench.errors import BenchError
-    from bench.typed import parse_override
+    from bench.core.errors import BenchError
+    from bench.core.typed import parse_override
 
     def given(name):
         return getattr(args, name, None)

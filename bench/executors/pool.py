@@ -1,7 +1,7 @@
 """A local process pool: ``--workers N`` runs at once on this machine.
 
 Workers are started with the ``spawn`` method (no forked torch/CUDA state) and live for the
-whole sweep, so each loads the dataset once (``bench.train.get_data`` caches per process)
+whole sweep, so each loads the dataset once (``bench.training.trainer.get_data`` caches per process)
 and then trains run after run. The pool is written out rather than taken from
 ``concurrent.futures``: when one worker dies (the out-of-memory killer, a segfault) the
 parent knows exactly which run it was training, records that run as failed, starts a new
@@ -20,7 +20,7 @@ import traceback
 from multiprocessing.connection import wait
 from typing import Iterator, Sequence
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.executors.base import Executor, RunTask
 from bench.executors.inprocess import failure_text
 
@@ -42,7 +42,7 @@ def _worker_main(conn, threads: int, parent_pid: int) -> None:
     try:
         import torch
         torch.set_num_threads(threads)  # the suite's runtime.num_threads, if set, wins later
-        import bench.train  # noqa: F401  (pay the imports once, before the first run)
+        import bench.training.trainer  # noqa: F401  (pay the imports once, before the first run)
         while True:
             task = conn.recv()
             if task is None:
@@ -174,10 +174,10 @@ def record_lost_run(task: RunTask, kind: str, reason: str, wall_s: float = 0.0, 
     being torn down). If another live process holds the run, or it has a result by now,
     nothing is written and that state is reported instead.
     """
-    from bench import io
-    from bench.locks import RunLock, holder
-    from bench.runs import RESULT_SCHEMA
-    from bench.train import RunOutcome
+    from bench.core import io
+    from bench.core.locks import RunLock, holder
+    from bench.runs.folder import RESULT_SCHEMA
+    from bench.training.trainer import RunOutcome
 
     run_dir = task.run_dir
     result_path = run_dir / "result.json"

@@ -26,9 +26,9 @@ import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
-from bench import io
-from bench.config import SlurmConfig
-from bench.errors import BenchError
+from bench.core import io
+from bench.config.schema import SlurmConfig
+from bench.core.errors import BenchError
 from bench.executors.base import Executor, RunTask
 from bench.executors.inprocess import failure_text
 
@@ -320,8 +320,8 @@ class SlurmExecutor(Executor):
         return executor
 
     def run(self, tasks: Sequence[RunTask]) -> Iterator:
-        from bench.locks import holder
-        from bench.train import RunOutcome
+        from bench.core.locks import holder
+        from bench.training.trainer import RunOutcome
 
         tasks = list(tasks)
         if not tasks:
@@ -402,8 +402,8 @@ class SlurmExecutor(Executor):
 
     def _outcome(self, task: RunTask, job, state: str):
         from bench.executors.pool import record_lost_run
-        from bench.locks import holder
-        from bench.train import RunOutcome
+        from bench.core.locks import holder
+        from bench.training.trainer import RunOutcome
 
         result_path = task.run_dir / "result.json"
         if result_path.exists():

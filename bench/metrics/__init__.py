@@ -11,7 +11,7 @@ from bench.metrics.entropy import kl_entropy, knn_radius
 from bench.metrics.geometry import (between_class_covariance, class_means, geometry, nc1, nc2, nc3, nc4,
                                     separation_ratios, within_class_covariance)
 from bench.metrics.lipschitz import margin_gradient_norms
-from bench.metrics import evaluators  # noqa: F401  (registers the evaluators)
+from bench.metrics import metric_evaluators  # noqa: F401  (registers the evaluators)
 
 __all__ = ["analyse_suite", "between_class_covariance", "binarity", "class_means", "correlate", "geometry",
            "kl_entropy", "knn_radius", "margin_gradient_norms", "nc1", "nc2", "nc3", "nc4",

@@ -36,7 +36,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.mixture import GaussianMixture
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.metrics.inputs import as_latents, undefined
 
 BINARITY_KEYS = ("gmm_score_mean", "gmm_score_min", "sigma_mean", "peaks_dist_mean", "peaks_dist_min")

@@ -47,7 +47,7 @@ import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.metrics.inputs import as_latents
 
 _BLOCK_BYTES = 64 * 2**20        # one (queries × references) float64 distance tile

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.metrics.inputs import as_labels, as_latents, class_counts
 
 GEOMETRY_KEYS = ("R_mean", "R_median", "n_on_own_mean", "sigma_w_trace", "sigma_w_mean_entry",

@@ -11,7 +11,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 SPLITS = ("train", "val", "test")
 

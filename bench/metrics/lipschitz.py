@@ -20,7 +20,7 @@ import math
 
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 def margin_gradient_norms(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *,

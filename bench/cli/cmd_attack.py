@@ -1,0 +1,115 @@
+"""``bench attack --runs DIR [--attacks …]``: attack already-trained runs, no retraining.
+
+``--attacks`` takes evaluator names (deepfool, attacks, masking) and/or attack-method
+names (pgd-linf, fmn-l2, …; see ``bench list attacks``); method names run through the
+``attacks`` evaluator with just those methods. Default: the suite's attack evaluators,
+or all three when the suite lists none. The evaluations are merged into each run's
+result.json (atomically; other entries are kept).
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from bench.core.errors import BenchError
+
+ORDER = ("deepfool", "attacks", "masking")
+
+
+def add_arguments(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "attack", help="run attack evaluators on finished runs (no retraining)",
+        description="Attack every finished run under --runs and merge the results into its result.json.")
+    parser.add_argument("--runs", required=True, help="a runs root or one run directory")
+    parser.add_argument("--suite", help="only runs of this suite (needed when --runs mixes suites)")
+    parser.add_argument("--attacks", nargs="+", metavar="NAME",
+                        help="evaluators (deepfool, attacks, masking) and/or attack methods (bench list attacks)")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the suite's)")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="CPU threads for torch (default: torch's; 1 is fastest on a busy machine)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(func=cmd_attack)
+
+
+def plan_evaluators(requested: list[str] | None, suite_evaluators: tuple[str, ...],
+                    suite_settings: dict) -> tuple[tuple[str, ...], dict]:
+    """(evaluators in run order, settings overrides) for the requested names."""
+    from bench.attacks import ATTACKS
+    from bench.evaluation.hook import EVALUATORS
+    attack_evaluators = [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "attack"]
+    if not requested:
+        chosen = [n for n in suite_evaluators if n in attack_evaluators] or list(ORDER)
+        return _ordered(chosen), {}
+    evaluators, methods = [], []
+    for name in requested:
+        if name in attack_evaluators:
+            evaluators.append(name)
+        elif name in ATTACKS:
+            methods.append(name)
+        else:
+            import difflib
+            known = attack_evaluators + ATTACKS.names()
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            raise BenchError(f"unknown attack {name!r}{hint} (known: {', '.join(known)})")
+    settings = {}
+    if methods:
+        evaluators.append("attacks")
+        base = dict(suite_settings.get("attacks", {}))
+        base["methods"] = methods
+        base["params"] = {k: v for k, v in base.get("params", {}).items() if k in methods}
+        settings["attacks"] = base
+    if "masking" in evaluators:  # it compares the other two: run them first
+        evaluators += ["deepfool", "attacks"]
+    return _ordered(evaluators), settings
+
+
+def _ordered(names) -> tuple[str, ...]:
+    unique = list(dict.fromkeys(names))
+    rank = {n: i for i, n in enumerate(ORDER)}
+    return tuple(sorted(unique, key=lambda n: rank.get(n, len(ORDER))))
+
+
+def cmd_attack(args: argparse.Namespace) -> int:
+    from bench.config.schema import Suite
+    from bench.evaluation.hook import evaluator_options, load_builtin_evaluators
+    from bench.core.progress import progress
+    from bench.runs.results import load_runs
+    from bench.training.trainer import reevaluate_run
+    from bench.core.typed import from_dict
+
+    load_builtin_evaluators()
+    if args.threads < 0:
+        raise BenchError(f"--threads must be >= 0, got {args.threads}")
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
+    root = Path(args.runs)
+    records = load_runs(root, args.suite)
+    done = [r for r in records if r.status == "done"]
+    skipped = len(records) - len(done)
+    if not done:
+        raise BenchError(f"no finished runs under {root} ({skipped} not done)")
+    device = None
+    if args.device:
+        from bench.core.device import resolve_device
+        device = resolve_device(args.device)
+    # check every run's plan (names, settings, checkpoints) before attacking any of them
+    plans = []
+    for rec in done:
+        suite = from_dict(Suite, {**rec.config["suite"], "description": ""})
+        evaluators, settings = plan_evaluators(args.attacks, suite.evaluation.evaluators, suite.evaluation.settings)
+        merged = {**suite.evaluation.settings, **settings}
+        for name in evaluators:
+            evaluator_options(name, merged)
+        plans.append((rec, evaluators, settings))
+    started = time.perf_counter()
+    bar = progress(plans, quiet=args.quiet, desc="attack", unit="run")
+    for rec, evaluators, settings in bar:
+        bar.set_postfix_str(f"{rec.plugin}/seed{rec.seed}")
+        reevaluate_run(rec.path, evaluators, settings, quiet=True, device=device)
+    names = ", ".join(plans[0][1])
+    print(f"attacked {len(plans)} run(s) with {names} in {time.perf_counter() - started:.1f} s"
+          f"{f'; skipped {skipped} unfinished' if skipped else ''}; results merged into each result.json")
+    return 0

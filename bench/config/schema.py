@@ -1,0 +1,220 @@
+"""The one typed source of hyper-parameters: Recipe, Suite and their parts.
+
+A suite is a YAML file (``bench/suites/<name>.yaml`` or any path) that is checked
+against these dataclasses on load: an unknown key or a wrong type is an error naming
+the dotted key. ``--set recipe.epochs=20`` overrides go through the same checks.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+
+from bench.core.typed import apply_overrides, to_dict
+from lpc import GeometricSchedule, LinearRamp
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The shared training recipe (paper, Appendix C, unless a suite scales it down)."""
+
+    optimizer: Literal["adamw"] = "adamw"
+    weight_decay: float = 5e-5            # the paper: 0.5e-4 (the authors' code: 5e-4)
+    batch_size: int = 128
+    epochs: int = 800
+    # lr: halved every lr_decay_every epochs from lr_decay_start on; the final classifier
+    # keeps its initial lr (paper, Appendix C)
+    lr_decay_start: int = 250
+    lr_decay_every: int = 50
+    lr_decay_factor: float = 0.5
+    # LPC's γ: start · factor^epoch, capped
+    gamma_start: float = 1e-2
+    gamma_factor: float = 1.05
+    gamma_cap: float = 1e6
+    penalty_per_dimension: bool = False
+    supcon_temperature: float = 0.05
+    supcon_weight: float = 1.0
+    # ArcFace / CosFace ramps (linear from start to end over margin_ramp_epochs)
+    arcface_margin: tuple[float, float] = (0.1, 0.5)
+    cosface_margin: tuple[float, float] = (0.05, 0.25)
+    margin_scale: tuple[float, float] = (16.0, 64.0)
+    margin_ramp_epochs: int = 250
+    augment: Literal["none", "crop_flip"] = "crop_flip"
+    crop_padding: int = 4
+    log_every: int = 1                    # epochs between validation evaluations in log.jsonl
+    checkpoint_every: int = 10            # epochs between checkpoints (and one at the end)
+    eval_batch_size: int = 1024
+
+    def __post_init__(self) -> None:
+        positive = ("weight_decay", "batch_size", "epochs", "lr_decay_every", "lr_decay_factor",
+                    "gamma_start", "gamma_factor", "gamma_cap", "supcon_temperature",
+                    "log_every", "checkpoint_every", "eval_batch_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not value > 0 and not (name == "weight_decay" and value == 0):
+                raise ValueError(f"recipe.{name} must be > 0, got {value}")
+        if self.lr_decay_start < 0 or self.margin_ramp_epochs < 0 or self.crop_padding < 0:
+            raise ValueError("recipe.lr_decay_start, margin_ramp_epochs and crop_padding must be >= 0")
+        for f in dataclasses.fields(self):  # inf/nan slip through "> 0"; an infinite γ cap is allowed
+            values = getattr(self, f.name)
+            for value in (values if isinstance(values, tuple) else (values,)):
+                if (isinstance(value, float) and not math.isfinite(value)
+                        and not (f.name == "gamma_cap" and value == math.inf)):
+                    raise ValueError(f"recipe.{f.name} must be a finite number, got {values}")
+
+    def lr_factor(self, epoch: int) -> float:
+        """Multiplier of the (non-classifier) learning rate at ``epoch``."""
+        if epoch < self.lr_decay_start:
+            return 1.0
+        return self.lr_decay_factor ** ((epoch - self.lr_decay_start) // self.lr_decay_every + 1)
+
+    def plugin_hyperparameters(self) -> dict[str, Any]:
+        """Everything a plugin constructor may ask for, by keyword name."""
+        ramp = self.margin_ramp_epochs
+        return {
+            "gamma": GeometricSchedule(self.gamma_start, self.gamma_factor, self.gamma_cap),
+            "penalty_per_dimension": self.penalty_per_dimension,
+            "supcon_temperature": self.supcon_temperature,
+            "supcon_weight": self.supcon_weight,
+            "arcface_margin": LinearRamp(*self.arcface_margin, ramp),
+            "cosface_margin": LinearRamp(*self.cosface_margin, ramp),
+            "margin_scale": LinearRamp(*self.margin_scale, ramp),
+        }
+
+    def one_line(self) -> str:
+        return (f"AdamW wd={self.weight_decay:g}, batch {self.batch_size}, {self.epochs} epochs, "
+                f"lr ×{self.lr_decay_factor:g} every {self.lr_decay_every} from epoch {self.lr_decay_start} "
+                f"(classifier constant), γ={self.gamma_start:g}·{self.gamma_factor:g}^e ≤ {self.gamma_cap:g}, "
+                f"augment={self.augment}")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "digits"                  # a registered dataset: digits, cifar10, cifar100, imagefolder
+    root: str | None = None               # data root (cifar*, imagefolder); --data-root overrides
+    val_fraction: float = 0.1             # held out of the training split for lr selection
+    split_seed: int = 0
+    limit_train: int | None = None        # quick looks: keep the first N (stratified) examples
+    limit_test: int | None = None
+    download: bool = False
+
+    def __post_init__(self) -> None:
+        if not 0 < self.val_fraction < 1:
+            raise ValueError(f"dataset.val_fraction must be in (0, 1), got {self.val_fraction}")
+        for name in ("limit_train", "limit_test"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ValueError(f"dataset.{name} must be >= 1, got {value}")
+
+
+@dataclass(frozen=True)
+class BackboneConfig:
+    name: str = "mlp"                     # mlp, small_cnn, resnet18, resnet50
+    hidden: tuple[int, ...] = (256, 256)  # mlp widths
+    channels: tuple[int, ...] = (32, 64, 128)  # small_cnn stage widths
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Which evaluators run after training, on which inputs, with which settings."""
+
+    evaluators: tuple[str, ...] = ()
+    subset_size: int = 1000               # test inputs the attacks use (same for every run)
+    subset_seed: int = 0
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.subset_size < 1:
+            raise ValueError(f"evaluation.subset_size must be >= 1, got {self.subset_size}")
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """How to run, not what to run: never part of a run's identity."""
+
+    device: str = "auto"                  # auto, cpu, cuda, cuda:1, ...
+    amp: Literal["auto", "bf16", "off"] = "auto"   # auto = bf16 on CUDA, off on CPU
+    channels_last: bool = True            # CUDA only
+    compile: bool = False
+    deterministic: bool = False
+    num_threads: int = 0                  # 0: leave torch's default
+
+
+@dataclass(frozen=True)
+class SlurmConfig:
+    """How ``--executor slurm`` submits a sweep: one job array, one array task per run."""
+
+    partition: str | None = None          # None: the cluster's default partition
+    gpus_per_job: int = 0
+    cpus_per_job: int = 4
+    mem_gb: float | None = None           # None: the partition's default
+    time_min: int = 240                   # job time limit; longer runs checkpoint and requeue
+    array_parallelism: int = 64           # at most this many array tasks run at once
+    signal_delay_s: int = 120             # USR2 this long before the limit: checkpoint + requeue
+    max_requeues: int = 20                # requeues after time limits (preemptions do not count)
+    sbatch: dict[str, Any] = field(default_factory=dict)  # extra #SBATCH options: {account: x, qos: y}
+    setup: tuple[str, ...] = ()           # shell lines before the job: module load, venv activation
+    folder: str | None = None             # submitit job files and logs (default <out>/.submitit)
+
+    def __post_init__(self) -> None:
+        for name in ("cpus_per_job", "time_min", "array_parallelism"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"executor.slurm.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("gpus_per_job", "signal_delay_s", "max_requeues"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"executor.slurm.{name} must be >= 0, got {getattr(self, name)}")
+        if self.mem_gb is not None and self.mem_gb <= 0:
+            raise ValueError(f"executor.slurm.mem_gb must be > 0, got {self.mem_gb}")
+
+
+@dataclass(frozen=True)
+class ExecutorConfig:
+    """Where a sweep's runs execute; like runtime, never part of a run's identity."""
+
+    kind: Literal["inprocess", "pool", "slurm"] = "inprocess"
+    workers: int = 1                      # pool: worker processes (each loads the data once)
+    slurm: SlurmConfig = SlurmConfig()
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError(f"executor.workers must be >= 1, got {self.workers}")
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str = ""
+    dataset: DatasetConfig = DatasetConfig()
+    backbone: BackboneConfig = BackboneConfig()
+    recipe: Recipe = Recipe()
+    plugins: tuple[str, ...] = ()
+    seeds: tuple[int, ...] = (0,)
+    lrs: tuple[float, ...] = (1e-3,)
+    latent_widths: dict[str, int] = field(default_factory=lambda: {"narrow": 16, "intermediate": 64, "wide": 128})
+    evaluation: EvalConfig = EvalConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    paper_differences: tuple[str, ...] = ()   # stated in the leaderboard's header
+
+    def __post_init__(self) -> None:
+        if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
+            raise ValueError(f"suite name {self.name!r} must be a plain name (it names a folder under --out)")
+        if not self.plugins:
+            raise ValueError("a suite needs at least one plugin")
+        if not self.seeds or not self.lrs:
+            raise ValueError("a suite needs at least one seed and one learning rate")
+        if any(lr <= 0 for lr in self.lrs):
+            raise ValueError(f"learning rates must be > 0, got {list(self.lrs)}")
+        if len(set(self.seeds)) != len(self.seeds) or len(set(self.plugins)) != len(self.plugins):
+            raise ValueError("seeds and plugins must not repeat")
+
+    def with_overrides(self, overrides: list[str]) -> "Suite":
+        return apply_overrides(self, overrides) if overrides else self
+
+    def replace(self, **changes) -> "Suite":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return to_dict(self)

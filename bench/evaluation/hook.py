@@ -1,0 +1,128 @@
+"""The evaluation hook: after training, each evaluator named by the suite gets an EvalContext.
+
+An evaluator is registered with a typed options dataclass (its settings in the suite's
+``evaluation.settings.<name>`` are checked against it when the suite loads) and a kind
+("attack" or "metric", for ``bench list``):
+
+    @register_evaluator("my_metric", options=MyOptions, kind="metric")
+    def my_metric(ctx: EvalContext, opts: MyOptions) -> dict: ...
+
+It returns a JSON-able dict stored under ``result.json["evaluations"][name]``. The
+harness owns the side effects: the model is in eval mode on ``ctx.device``, parameter
+gradients are zeroed after each evaluator, and evaluators run in the suite's order
+(so a later one can read ``ctx.results`` of an earlier one).
+"""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+
+from bench.core.errors import BenchError
+from bench.core.typed import from_dict
+from registry import Registry
+
+
+@dataclass
+class EvalContext:
+    suite: Any                      # bench.config.schema.Suite
+    run: Any                        # bench.runs.folder.RunSpec
+    model: torch.nn.Module          # Classifier, eval mode, on device; forward(x in [0,1]) -> logits
+    data: Any                       # bench.data.DataSplits (uint8, on CPU)
+    device: torch.device
+    latents: dict[str, torch.Tensor]       # split -> (N, d) float32 on CPU (z, or h without one)
+    labels: dict[str, torch.Tensor]        # split -> (N,) int64 on CPU
+    predictions: dict[str, torch.Tensor]   # split -> (N,) int64 on CPU
+    subset: torch.Tensor                   # indices into the test split used by attacks
+    latent_name: str = "z"                 # "z" (penultimate layer) or "h" (backbone features)
+    results: dict[str, dict] = field(default_factory=dict)
+    quiet: bool = True
+
+    def test_inputs(self, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test inputs in [0, 1] (float32, on CPU) and labels; default: the attack subset."""
+        idx = self.subset if indices is None else indices
+        return self.data.test_x[idx].float() / self.data.pixel_scale, self.data.test_y[idx]
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    pass
+
+
+@dataclass(frozen=True)
+class EvaluatorSpec:
+    name: str
+    fn: Callable[[EvalContext, Any], dict]
+    options: type
+    kind: str
+    doc: str
+    requires: tuple[str, ...] = ()    # evaluators that must run earlier (their ctx.results)
+
+    def __call__(self, ctx: EvalContext, opts: Any) -> dict:
+        return self.fn(ctx, opts)
+
+
+EVALUATORS: Registry[EvaluatorSpec] = Registry("evaluator", entry_point_group="lpc_bench.evaluators")
+
+
+def register_evaluator(name: str, *, options: type = NoOptions, kind: str = "metric",
+                       requires: tuple[str, ...] = ()):
+    if kind not in ("attack", "metric"):
+        raise ValueError(f"evaluator kind must be 'attack' or 'metric', got {kind!r}")
+    if not dataclasses.is_dataclass(options):
+        raise TypeError("evaluator options must be a dataclass")
+
+    def decorator(fn):
+        doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+        EVALUATORS.add(name, EvaluatorSpec(name, fn, options, kind, doc, tuple(requires)))
+        return fn
+    return decorator
+
+
+def evaluator_options(name: str, settings: dict[str, dict]) -> Any:
+    spec = EVALUATORS.get(name)
+    return from_dict(spec.options, settings.get(name, {}), f"evaluation.settings.{name}")
+
+
+def check_settings(evaluation) -> None:
+    """Raise BenchError for an unknown setting, a bad value, or an evaluator listed before
+    one it reads the results of — at suite load, not after hours of training."""
+    for position, name in enumerate(evaluation.evaluators):
+        evaluator_options(name, evaluation.settings)
+        missing = [r for r in EVALUATORS.get(name).requires if r not in evaluation.evaluators[:position]]
+        if missing:
+            raise BenchError(f"evaluation.evaluators: {name!r} needs {', '.join(map(repr, missing))} "
+                             f"listed before it")
+
+
+def attack_subset(num_test: int, size: int, seed: int) -> torch.Tensor:
+    """The same seeded test indices for every plugin and seed of a suite (sorted)."""
+    if size >= num_test:
+        return torch.arange(num_test)
+    g = torch.Generator().manual_seed(seed)
+    return torch.randperm(num_test, generator=g)[:size].sort().values
+
+
+def run_evaluators(ctx: EvalContext, names: tuple[str, ...], settings: dict[str, dict]) -> dict[str, dict]:
+    for name in names:
+        spec = EVALUATORS.get(name)
+        opts = evaluator_options(name, settings)
+        ctx.model.eval()
+        try:
+            ctx.results[name] = spec(ctx, opts)
+        finally:
+            ctx.model.zero_grad(set_to_none=True)
+    return ctx.results
+
+
+def load_builtin_evaluators() -> None:
+    """Import the modules whose decorators register the built-in attacks and metrics."""
+    import importlib
+    for module in ("bench.attacks", "bench.metrics"):
+        try:
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise

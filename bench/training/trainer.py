@@ -1,0 +1,418 @@
+"""Train and evaluate one Run. Knows nothing about sweeps: reads its config, resumes from its
+checkpoint if there is one, and ends by writing result.json (atomically)."""
+from __future__ import annotations
+
+import inspect
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from bench.core import io
+from bench.models.backbones import create_backbone
+from bench.config.schema import Suite
+from bench.data import DataSplits, DeviceLoader, load_dataset
+from bench.core.device import autocast, configure, resolve_device
+from bench.core.errors import BenchError
+from bench.evaluation.hook import EvalContext, attack_subset, load_builtin_evaluators, run_evaluators
+from bench.models.classifier import Classifier
+from bench.core.progress import progress
+from bench.core.provenance import now, provenance
+from bench.runs.folder import RESULT_SCHEMA, RunSpec
+from registry import create_plugin, get_plugin_class
+
+CHECKPOINT_FORMAT = 1
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss; the run is recorded as failed."""
+
+    def __init__(self, epoch: int, reason: str) -> None:
+        super().__init__(f"epoch {epoch}: {reason}")
+        self.epoch = epoch
+        self.reason = reason
+
+
+_DATA_CACHE: dict[tuple, DataSplits] = {}
+
+
+def get_data(suite: Suite) -> DataSplits:
+    """Load a suite's dataset once per process (every run of a sweep shares it)."""
+    key = tuple(sorted(suite.dataset.__dict__.items()))
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_dataset(suite.dataset)
+    return _DATA_CACHE[key]
+
+
+def build_model(suite: Suite, plugin: str, data: DataSplits, seed: int) -> Classifier:
+    """Seeded construction: same seed, same initial weights."""
+    torch.manual_seed(seed)
+    backbone = create_backbone(suite.backbone, data.input_shape)
+    cls = get_plugin_class(plugin)
+    accepted = inspect.signature(cls).parameters
+    hparams = {k: v for k, v in suite.recipe.plugin_hyperparameters().items() if k in accepted}
+    head = create_plugin(plugin, backbone.feature_dim, data.num_classes, suite.latent_widths, **hparams)
+    mean, std = data.channel_stats()
+    return Classifier(backbone, head, mean, std)
+
+
+def make_optimizer(model: Classifier, suite: Suite, lr: float) -> torch.optim.Optimizer:
+    """AdamW with two groups: the final classifier (constant lr) and everything else (decayed)."""
+    classifier_ids = {id(p) for p in model.head.classifier.parameters()}
+    rest = [p for p in model.parameters() if id(p) not in classifier_ids]
+    classifier = [p for p in model.parameters() if id(p) in classifier_ids]
+    groups = [{"params": rest, "decay": True}, {"params": classifier, "decay": False}]
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=suite.recipe.weight_decay)
+
+
+def set_learning_rates(optimizer: torch.optim.Optimizer, suite: Suite, lr: float, epoch: int) -> float:
+    factor = suite.recipe.lr_factor(epoch)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * factor if group["decay"] else lr
+    return lr * factor
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """Shuffle/augmentation seed of one epoch: a resumed run draws exactly the same batches."""
+    return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
+
+
+@torch.no_grad()
+def predict(model: Classifier, x: torch.Tensor, pixel_scale: float, device: torch.device,
+            batch_size: int, amp: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
+    """(latents, predictions) for uint8 inputs, on CPU, in float32."""
+    model.eval()
+    latents, preds = [], []
+    for start in range(0, x.shape[0], batch_size):
+        xb = x[start:start + batch_size].to(device).float().div_(pixel_scale)
+        with autocast(device, amp):
+            out = model.forward_all(xb)
+        latents.append(out.latent.float().cpu())
+        preds.append(out.logits.argmax(1).cpu())
+    return torch.cat(latents), torch.cat(preds)
+
+
+def _accuracy(model, x, y, data, device, batch_size, amp) -> float:
+    _, pred = predict(model, x, data.pixel_scale, device, batch_size, amp)
+    return float((pred == y).float().mean())
+
+
+def identity_config(suite: Suite, spec: RunSpec) -> dict:
+    """What defines a run's numbers: the suite without its runtime and executor sections, plus the run."""
+    config = suite.to_dict()
+    config.pop("runtime")
+    config.pop("executor", None)
+    config.pop("description")
+    return {"suite": config, "run": spec.as_dict()}
+
+
+def same_identity(stored: dict, current: dict) -> bool:
+    """Equal configs, except where the data lives: ``--data-root ./x`` and ``--data-root
+    /abs/x`` (or a moved dataset) name the same run."""
+    def strip(config: dict) -> dict:
+        config = io.json.loads(io.json.dumps(config))
+        for key in ("root", "download"):
+            config.get("suite", {}).get("dataset", {}).pop(key, None)
+        return config
+    return strip(stored) == strip(current)
+
+
+@dataclass
+class RunOutcome:
+    spec: RunSpec
+    status: str            # done | failed | skipped
+    result: dict | None
+    wall_s: float = 0.0
+
+
+def train_run(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True,
+              device: torch.device | None = None,
+              on_epoch_end: Callable[[int], None] | None = None,
+              checkpoint_requested: Callable[[], bool] | None = None) -> RunOutcome:
+    """Train (or resume) one run, evaluate it and write result.json. Idempotent.
+
+    Safe to call from many processes on one runs tree: the run's lock (bench.core.locks) makes
+    one of them the only writer; the others get status "busy" (holder info in ``result``).
+    A run that raises is recorded as failed in its result.json (kind "oom" or "exception",
+    with the reason) and does not propagate; a BenchError (bad input) does. Interrupts
+    (KeyboardInterrupt, SystemExit) propagate and leave the run resumable.
+    ``checkpoint_requested()``, asked after every epoch, forces a checkpoint (preemption).
+    """
+    from bench.core.locks import RunLock, holder, remove_stale_temporaries
+    run_dir = spec.directory(out_root)
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        return RunOutcome(spec, "skipped", io.read_json(result_path))
+    lock = RunLock(run_dir)
+    if not lock.acquire():
+        return RunOutcome(spec, "busy", {"holder": holder(run_dir) or {}})
+    try:
+        if result_path.exists():  # finished by another process between the check and the lock
+            return RunOutcome(spec, "skipped", io.read_json(result_path))
+        remove_stale_temporaries(run_dir)
+        started = time.perf_counter()
+        try:
+            return _train_run_locked(suite, spec, out_root, quiet=quiet, device=device,
+                                     on_epoch_end=on_epoch_end, checkpoint_requested=checkpoint_requested)
+        except BenchError:
+            raise
+        except Exception as exc:  # recorded: one broken run must not lose a sweep
+            return record_failure(spec, run_dir, exc, time.perf_counter() - started)
+    finally:
+        lock.release()
+
+
+def failure_kind(exc: BaseException) -> str:
+    """'oom' for out-of-memory errors (CUDA, CPU allocator, MemoryError), else 'exception'."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return "oom"
+    text = str(exc).lower()
+    if isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
+        return "oom"
+    return "exception"
+
+
+def record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, wall_s: float = 0.0) -> RunOutcome:
+    """Write a failed result.json for an exception raised inside a run (the caller holds its lock)."""
+    import traceback
+    kind = failure_kind(exc)
+    if kind == "oom" and torch.cuda.is_available():
+        torch.cuda.empty_cache()  # let the next run of this process start clean
+    rows = io.read_jsonl(run_dir / "log.jsonl")
+    tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    failure = {"kind": kind, "reason": f"{type(exc).__name__}: {exc}"[:2000],
+               "epoch": rows[-1]["epoch"] if rows else None,
+               "traceback": "".join(tb)[-4000:]}
+    result = {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "failed", "failure": failure,
+              "train_wall_s": wall_s}
+    io.atomic_write_json(run_dir / "result.json", result)
+    return RunOutcome(spec, "failed", result, wall_s)
+
+
+def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True,
+                      device: torch.device | None = None,
+                      on_epoch_end: Callable[[int], None] | None = None,
+                      checkpoint_requested: Callable[[], bool] | None = None) -> RunOutcome:
+    """train_run's work, with the run's lock held."""
+    run_dir = spec.directory(out_root)
+    result_path = run_dir / "result.json"
+    if result_path.exists():
+        result = io.read_json(result_path)
+        return RunOutcome(spec, "skipped", result)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = identity_config(suite, spec)
+    config_path = run_dir / "config.json"
+    if config_path.exists():
+        if not same_identity(io.read_json(config_path), io._jsonable(config)):
+            raise BenchError(f"{run_dir} holds a run with a different configuration; "
+                             f"use another --out or delete that folder")
+    else:
+        io.atomic_write_json(config_path, config)
+
+    device = device or resolve_device(suite.runtime.device)
+    configure(suite.runtime, device)
+    prov = provenance(device)
+    started = time.perf_counter()
+    data = get_data(suite)
+    model = build_model(suite, spec.plugin, data, spec.seed).to(device)
+    if device.type == "cuda" and suite.runtime.channels_last and len(data.input_shape) == 3:
+        model = model.to(memory_format=torch.channels_last)
+    optimizer = make_optimizer(model, suite, spec.lr)
+    recipe = suite.recipe
+
+    start_epoch = 0
+    checkpoint_path = run_dir / "checkpoint.pt"
+    log_path = run_dir / "log.jsonl"
+    if checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise BenchError(f"{checkpoint_path}: unknown checkpoint format {state.get('format')!r}")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start_epoch = int(state["epoch"])
+    # keep only the log lines the checkpoint covers: a resumed run rewrites the rest identically
+    log_rows = [r for r in io.read_jsonl(log_path) if r.get("epoch", math.inf) < start_epoch]
+    io.atomic_write_text(log_path, "".join(io.json.dumps(r, sort_keys=True) + "\n" for r in log_rows))
+    prov_path = run_dir / "provenance.json"
+    if start_epoch > 0 and prov_path.exists():
+        # a resumed run keeps its first start; each resumption is listed with its epoch and host
+        earlier = io.read_json(prov_path)
+        resumed = earlier.get("resumed", []) + [{"at": prov["started"], "epoch": start_epoch,
+                                                  "host": prov["host"], "commit": prov["commit"]}]
+        prov.update(started=earlier.get("started", prov["started"]), resumed=resumed)
+    io.atomic_write_json(prov_path, prov)
+
+    loader = DeviceLoader(data.train_x, data.train_y, recipe.batch_size, pixel_scale=data.pixel_scale,
+                          device=device, shuffle=True, augment=recipe.augment, padding=recipe.crop_padding)
+    if suite.runtime.compile:
+        model.backbone.compile()  # in place: state_dict keys (and checkpoints) stay the same
+    amp = suite.runtime.amp
+    failure = None
+    epochs = progress(range(start_epoch, recipe.epochs), quiet=quiet, desc=spec.key, unit="epoch",
+                      leave=False, initial=start_epoch, total=recipe.epochs)
+    try:
+        for epoch in epochs:
+            row = _train_epoch(model, optimizer, loader, suite, spec, epoch, device, amp)
+            if (epoch + 1) % recipe.log_every == 0 or epoch + 1 == recipe.epochs:
+                row["val_acc"] = _accuracy(model, data.val_x, data.val_y, data, device, recipe.eval_batch_size, amp)
+            io.append_jsonl(log_path, row)
+            if ((epoch + 1) % recipe.checkpoint_every == 0 or epoch + 1 == recipe.epochs
+                    or (checkpoint_requested is not None and checkpoint_requested())):
+                io.atomic_torch_save(checkpoint_path, {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+                                                       "model": model.state_dict(),
+                                                       "optimizer": optimizer.state_dict()})
+            if on_epoch_end is not None:
+                on_epoch_end(epoch)
+    except Diverged as exc:
+        failure = {"kind": "nan", "epoch": exc.epoch, "reason": exc.reason}
+
+    train_wall = time.perf_counter() - started
+    prov["finished"] = now()
+    io.atomic_write_json(run_dir / "provenance.json", prov)
+    if failure is not None:
+        result = {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "failed", "failure": failure,
+                  "train_wall_s": train_wall}
+        io.atomic_write_json(result_path, result)
+        return RunOutcome(spec, "failed", result, train_wall)
+
+    # a run resumed from its final checkpoint trains no epoch: put the schedules (γ, the
+    # margin plugins' inference scale) where an uninterrupted run leaves them
+    model.head.set_epoch(recipe.epochs - 1)
+    result = evaluate_run(suite, spec, model, data, device, quiet=quiet)
+    result["train_wall_s"] = train_wall
+    result["wall_s"] = time.perf_counter() - started
+    io.atomic_write_json(result_path, result)
+    return RunOutcome(spec, "done", result, result["wall_s"])
+
+
+def _train_epoch(model: Classifier, optimizer, loader: DeviceLoader, suite: Suite,
+                 spec: RunSpec, epoch: int, device: torch.device, amp: str) -> dict:
+    model.train()
+    model.head.set_epoch(epoch)
+    lr_now = set_learning_rates(optimizer, suite, spec.lr, epoch)
+    loader.set_seed(epoch_seed(spec.seed, epoch))
+    # hot path: per step only detached references to the loss terms and one argmax, kept on
+    # the device; they are reduced (and synchronised) once, at the end of the epoch
+    names: list[str] | None = None
+    step_terms: list[torch.Tensor] = []
+    step_preds: list[torch.Tensor] = []
+    step_labels: list[torch.Tensor] = []
+    t0 = time.perf_counter()
+    channels_last = device.type == "cuda" and suite.runtime.channels_last
+    for xb, yb in loader:
+        if channels_last and xb.dim() == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        with autocast(device, amp):
+            out = model.forward_all(xb)
+        terms = model.head.loss(out, yb)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+        if names is None:
+            names = list(terms)
+        elif len(terms) != len(names) or any(a != b for a, b in zip(terms, names)):
+            raise ValueError(f"{spec.plugin}: loss terms changed within an epoch: {names} -> {list(terms)}")
+        step_terms.extend(v.detach() for v in terms.values())
+        step_preds.append(out.logits.detach().argmax(1))
+        step_labels.append(yb)
+    sizes = [y.shape[0] for y in step_labels]
+    seen = sum(sizes)
+    weights = torch.tensor(sizes, dtype=torch.float64)[:, None]
+    per_step = torch.stack(step_terms).view(len(sizes), -1).cpu().double()
+    means = ((per_step * weights).sum(0) / seen).tolist()
+    correct = int((torch.cat(step_preds) == torch.cat(step_labels)).sum())
+    row = {"epoch": epoch, "lr": lr_now, "train_acc": correct / seen,
+           "time_s": time.perf_counter() - t0, **model.head.schedule_values()}
+    for name, value in zip(names or [], means):
+        if not math.isfinite(value):
+            raise Diverged(epoch, f"loss term {name!r} is {value}")
+        row[f"loss_{name}"] = value
+    return row
+
+
+def evaluate_run(suite: Suite, spec: RunSpec, model: Classifier, data: DataSplits,
+                 device: torch.device, *, quiet: bool = True) -> dict:
+    """Accuracies on every split, latents, then the suite's evaluators."""
+    amp = suite.runtime.amp
+    bs = suite.recipe.eval_batch_size
+    latents, predictions, labels, accuracy = {}, {}, {}, {}
+    for split in ("train", "val", "test"):
+        x, y = data.split(split)
+        latents[split], predictions[split] = predict(model, x, data.pixel_scale, device, bs, amp)
+        labels[split] = y
+        accuracy[split] = float((predictions[split] == y).float().mean())
+    load_builtin_evaluators()
+    ctx = EvalContext(
+        suite=suite, run=spec, model=model.eval(), data=data, device=device, latents=latents,
+        labels=labels, predictions=predictions,
+        subset=attack_subset(data.test_y.shape[0], suite.evaluation.subset_size, suite.evaluation.subset_seed),
+        latent_name="z" if model.head.penultimate is not None else "h", quiet=quiet)
+    evaluations = run_evaluators(ctx, suite.evaluation.evaluators, suite.evaluation.settings)
+    return {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "done",
+            "train_acc": accuracy["train"], "val_acc": accuracy["val"], "test_acc": accuracy["test"],
+            "latent": {"name": ctx.latent_name, "dim": int(latents["test"].shape[1])},
+            "schedules_final": model.head.schedule_values(),
+            "evaluations": evaluations}
+
+
+def load_trained_run(run_dir: Path, device: torch.device | None = None):
+    """(suite, spec, model in eval mode, data, device) of a finished run, from its folder alone."""
+    from bench.core.typed import from_dict
+    run_dir = Path(run_dir)
+    config_path, checkpoint_path = run_dir / "config.json", run_dir / "checkpoint.pt"
+    if not config_path.exists() or not checkpoint_path.exists():
+        raise BenchError(f"{run_dir} is not a trained run (needs config.json and checkpoint.pt)")
+    config = io.read_json(config_path)
+    suite = from_dict(Suite, {**config["suite"], "description": ""})
+    spec = RunSpec(**config["run"])
+    device = device or resolve_device(suite.runtime.device)
+    data = get_data(suite)
+    model = build_model(suite, spec.plugin, data, spec.seed).to(device)
+    state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    if int(state["epoch"]) != suite.recipe.epochs:
+        raise BenchError(f"{run_dir}: checkpoint is at epoch {state['epoch']} of {suite.recipe.epochs}; "
+                         f"finish the run first (bench run)")
+    model.load_state_dict(state["model"])
+    model.head.set_epoch(suite.recipe.epochs - 1)
+    return suite, spec, model.eval(), data, device
+
+
+def reevaluate_run(run_dir: Path, evaluators: tuple[str, ...], settings: dict | None = None, *,
+                   quiet: bool = True, device: torch.device | None = None) -> dict:
+    """Run (or rerun) evaluators on a finished run and merge them into its result.json.
+
+    Used by ``bench attack`` / ``bench metrics``: nothing is retrained; the other
+    entries of result.json are kept; the file is replaced atomically.
+    """
+    from bench.core.locks import RunLock
+    run_dir = Path(run_dir)
+    lock = RunLock(run_dir)
+    if not lock.acquire(blocking=True):
+        raise BenchError(f"{run_dir}: could not take the run's lock")
+    try:
+        return _reevaluate_locked(run_dir, evaluators, settings, quiet=quiet, device=device)
+    finally:
+        lock.release()
+
+
+def _reevaluate_locked(run_dir: Path, evaluators: tuple[str, ...], settings: dict | None, *,
+                       quiet: bool, device: torch.device | None) -> dict:
+    """reevaluate_run's work, with the run's lock held (one writer of result.json at a time)."""
+    result_path = run_dir / "result.json"
+    if not result_path.exists() or io.read_json(result_path).get("status") != "done":
+        raise BenchError(f"{run_dir}: no successful result.json to add evaluations to")
+    suite, spec, model, data, device = load_trained_run(run_dir, device)
+    merged = dict(suite.evaluation.settings)
+    merged.update(settings or {})
+    fresh = evaluate_run(suite.replace(evaluation=suite.evaluation.__class__(
+        evaluators=tuple(evaluators), subset_size=suite.evaluation.subset_size,
+        subset_seed=suite.evaluation.subset_seed,
+        settings={k: v for k, v in merged.items() if k in evaluators})), spec, model, data, device, quiet=quiet)
+    result = io.read_json(result_path)
+    result.setdefault("evaluations", {}).update(fresh["evaluations"])
+    io.atomic_write_json(result_path, result)
+    return result
