@@ -21,6 +21,7 @@ from typing import Any, Callable
 import torch
 
 from bench.core.errors import BenchError
+from bench.evaluation.columns import Column
 from bench.core.typed import from_dict
 from registry import Registry
 
@@ -59,6 +60,7 @@ class EvaluatorSpec:
     kind: str
     doc: str
     requires: tuple[str, ...] = ()    # evaluators that must run earlier (their ctx.results)
+    columns: tuple[Column, ...] = ()  # what the leaderboard shows and `bench check` compares
 
     def __call__(self, ctx: EvalContext, opts: Any) -> dict:
         return self.fn(ctx, opts)
@@ -68,7 +70,7 @@ EVALUATORS: Registry[EvaluatorSpec] = Registry("evaluator", entry_point_group="l
 
 
 def register_evaluator(name: str, *, options: type = NoOptions, kind: str = "metric",
-                       requires: tuple[str, ...] = ()):
+                       requires: tuple[str, ...] = (), columns: tuple[Column, ...] = ()):
     if kind not in ("attack", "metric"):
         raise ValueError(f"evaluator kind must be 'attack' or 'metric', got {kind!r}")
     if not dataclasses.is_dataclass(options):
@@ -76,7 +78,7 @@ def register_evaluator(name: str, *, options: type = NoOptions, kind: str = "met
 
     def decorator(fn):
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        EVALUATORS.add(name, EvaluatorSpec(name, fn, options, kind, doc, tuple(requires)))
+        EVALUATORS.add(name, EvaluatorSpec(name, fn, options, kind, doc, tuple(requires), tuple(columns)))
         return fn
     return decorator
 
