@@ -4,30 +4,38 @@
 nearest *other* row, exactly (float64, from coordinate differences). Two paths:
 
 * "cKDTree" (scipy) for d ≤ ``kdtree_max_dim`` (default 8), where a k-d tree prunes
-  well (at 50,000 points on one thread: 0.7 s at d = 4, 2.3 s at d = 8 against 3.8 s
-  tiled; 6.9 s at d = 10 against 4.1 s). It runs with ``threads`` workers (default: torch's thread count, i.e. the suite's
-  ``runtime.num_threads``), never "all cores": on a shared machine ``workers=-1`` was
-  measured 4× slower than one thread's brute force (issue #13).
+  well (50,000 points, one thread: 0.7 s at d = 4 and 2.3 s at d = 8, against 3.8 s
+  tiled; 6.9 s at d = 10, against 4.1 s). It runs with ``threads`` workers (default:
+  torch's thread count, which the harness sets from the suite's ``runtime.num_threads``),
+  never "all cores": on a shared machine ``workers=-1`` ran about 4× slower than a
+  one-thread brute force (issue #13).
 * "tiled" for larger d, where a k-d tree degenerates to a slow brute force (50,000 × 16:
-  45 s on one thread here). The points are cut into spatially coherent tiles (recursive
-  median bisection of the widest coordinate); every pair of tiles is compared once,
-  through one float32 matrix product (both tiles' rows are queries of the same block),
-  and only the entries that can matter are kept:
+  45 s on one thread here). The points are cut into tiles of ≤ ``tile`` rows by
+  recursive median splits of the highest-variance coordinate (within each label group
+  when the groups are at least a quarter tile), so a tile is spatially compact. Every
+  pair of tiles is compared once, through one float32 matrix product whose rows serve
+  the first tile's points and whose columns the second's, and only entries that can
+  matter are kept:
 
-  1. an upper bound τ_i ≥ ρ_k(i)² for every point, from its own tile and an evenly
-     spaced sample of the data (the k-th smallest of k distinct points' upper bounds);
-  2. a pair of tiles whose bounding balls are farther apart than every τ is skipped;
-     otherwise each entry whose *lower* bound is ≤ τ_i becomes a candidate (found
-     through minima over chunks of 32 entries, so the full block is scanned once);
-  3. per point, τ'_i = the k-th smallest candidate upper bound, candidates with lower
-     bound > τ'_i dropped, the rest recomputed in float64 from coordinate differences,
-     and ρ_k is the k-th smallest of those.
+  1. an upper bound τ_i ≥ ρ_k(i)² for every point: the k-th smallest of upper bounds of
+     k distinct points, taken from its own tile and an evenly spaced sample of the data;
+  2. a pair of tiles whose bounding balls are farther apart than every τ of both is
+     skipped; otherwise each entry whose *lower* bound is ≤ τ_i becomes a candidate
+     (minima over groups of 32 entries say where to look, so a block is read twice —
+     once per orientation — and only the groups that can hold one are searched);
+  3. per point, τ'_i = the k-th smallest upper bound among its candidates; candidates
+     whose lower bound exceeds τ'_i are dropped, the rest recomputed in float64 from
+     coordinate differences, and ρ_k(i) is the k-th smallest of those.
 
   Why this is exact: every float32 squared distance D̃ is within E of the true D (below),
-  so [D̃ − E, D̃ + E] brackets D. A point j with D_ij ≤ ρ_k(i)² has D̃_ij − E ≤ ρ_k(i)² ≤
-  τ'_i ≤ τ_i, so it survives every filter; the k nearest points are therefore among the
-  recomputed candidates, and their k-th smallest exact distance is ρ_k(i). Only float64
-  rounding of the coordinates (relative 1e-16) remains, as in any brute force.
+  so [D̃ − E, D̃ + E] brackets D. Take j with D_ij ≤ ρ_k(i)². Its lower bound D̃_ij − E
+  ≤ ρ_k(i)² ≤ τ_i, and its tiles' gap is ≤ √D_ij, so the pair was compared and j became
+  a candidate; and ρ_k(i)² ≤ τ'_i (k distinct candidates have D ≤ their upper bound ≤
+  τ'_i), so j survives step 3. The k nearest points are therefore all recomputed, and
+  the k-th smallest exact distance among the candidates is ρ_k(i). Only float64 rounding
+  of the coordinates (relative 1e-16) remains, as in any brute force. Bit-identical rows
+  are first capped at k + 1 copies (``_cap_duplicates``), which changes no ρ_k and keeps
+  collapsed latents from making every copy every other copy's candidate.
 
   The bound E. D̃ is one float32 dot product of length d + 2 on centred, rescaled
   coordinates ([q, ‖q‖², 1] · [−2r, 1, ‖r‖²]); rounding the inputs to float32 moves it by
