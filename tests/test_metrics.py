@@ -245,6 +245,22 @@ def test_knn_edge_cases():
         knn_radius(tiny[:20], 20)
 
 
+def test_entropy_evaluator_runs_the_knn_on_the_suite_threads():
+    from types import SimpleNamespace
+
+    from bench.evaluation.hook import EVALUATORS, EvalContext, evaluator_options
+    z, y = clustered(300, 12, 3)
+    zt, yt = torch.tensor(z, dtype=torch.float32), torch.tensor(y)
+    before = torch.get_num_threads()
+    for threads, want in ((1, "1 thread(s)"), (0, f"{before} thread(s)")):     # 0: torch's own setting
+        suite = SimpleNamespace(runtime=SimpleNamespace(num_threads=threads))
+        ctx = EvalContext(suite=suite, run=None, model=torch.nn.Identity(), data=SimpleNamespace(num_classes=3),
+                          device=torch.device("cpu"), latents={"train": zt, "test": zt}, labels={"train": yt, "test": yt},
+                          predictions={"train": yt, "test": yt}, subset=torch.arange(10))
+        ent = EVALUATORS.get("entropy")(ctx, evaluator_options("entropy", {"entropy": {"k": 5}}))
+        assert ent["train"]["method"].endswith(want) and torch.get_num_threads() == before
+
+
 def test_knn_honours_threads():
     z = np.random.default_rng(1).standard_normal((300, 16))
     before = torch.get_num_threads()
