@@ -1,6 +1,7 @@
 """Time the full metric suite on CIFAR-sized latents: 50,000 × 64 train, 10,000 × 64 test, 10 classes.
 
-    python benchmarks/bench_metrics.py [--scenario collapsed|overlapping|both] [--repeat N]
+    python benchmarks/bench_metrics.py [--scenario collapsed|overlapping|both] [--repeat N] [--threads T]
+    python benchmarks/bench_metrics.py --knn [--no-old] [--threads 1]
 
 Two latent geometries bracket what trained models produce:
 
@@ -13,6 +14,14 @@ Each evaluator runs with its default settings (as a suite would), on a context l
 harness's; Lipschitz uses a 3072-256-64-10 MLP on 1,000 32×32×3 inputs (its cost is the
 model's, not the latents'). Prints each metric's time, the total and the slowest one,
 and the machine's load average (the machine may be shared).
+
+``--knn`` times the exact k-NN search of the KL entropy alone (k = 20) on all 50,000
+points, not the evaluator's 10,000-point subsample, at d = 16 (CIFAR-10's narrow LPC
+latent) and d = 64, both geometries: the current ``bench.metrics.knn.knn_radius`` beside
+the one before issue #13 (``bench/metrics/entropy.py`` at commit OLD_COMMIT, read with
+``git show``: cKDTree with ``workers=-1`` for d ≤ 16, a blocked float64 search above),
+with the ratio and the largest difference between the two answers. Wall and CPU time
+are both printed: on a shared machine wall time includes waiting for a core.
 """
 from __future__ import annotations
 
@@ -31,17 +40,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.evaluation.hook import EVALUATORS, EvalContext, evaluator_options, load_builtin_evaluators  # noqa: E402
 
 METRICS = ("geometry", "entropy", "binarity", "lipschitz")
+OLD_COMMIT = "b3243e2"          # the last commit with the pre-#13 k-NN search
 N_TRAIN, N_TEST, DIM, CLASSES = 50_000, 10_000, 64, 10
 
 
-def latents(scenario: str, n: int, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def latents(scenario: str, n: int, rng: np.random.Generator, dim: int = DIM) -> tuple[torch.Tensor, torch.Tensor]:
     y = rng.integers(0, CLASSES, n)
     if scenario == "collapsed":
-        vertices = np.sign(rng.standard_normal((CLASSES, DIM)))
-        z = vertices[y] + 0.02 * rng.standard_normal((n, DIM))
+        vertices = np.sign(rng.standard_normal((CLASSES, dim)))
+        z = vertices[y] + 0.02 * rng.standard_normal((n, dim))
     else:
-        means = rng.standard_normal((CLASSES, DIM)) * 0.9
-        z = means[y] + rng.standard_normal((n, DIM)) * 0.5
+        means = rng.standard_normal((CLASSES, dim)) * 0.9
+        z = means[y] + rng.standard_normal((n, dim)) * 0.5
     return torch.tensor(z, dtype=torch.float32), torch.tensor(y)
 
 
@@ -96,22 +106,74 @@ def run(scenario: str) -> tuple[dict[str, float], float]:
     return times, total
 
 
+def old_knn_radius():
+    """``knn_radius`` as it was at OLD_COMMIT (read from git), or None without the history."""
+    import subprocess
+    import types
+    root = Path(__file__).resolve().parents[1]
+    try:
+        source = subprocess.run(["git", "show", f"{OLD_COMMIT}:bench/metrics/entropy.py"], cwd=root,
+                                capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    module = types.ModuleType("old_entropy")
+    exec(compile(source, f"{OLD_COMMIT}:bench/metrics/entropy.py", "exec"), module.__dict__)
+    return module.knn_radius
+
+
+def timed(fn, *args, **kwargs):
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def knn_section(threads: int, with_old: bool, n: int = N_TRAIN) -> float:
+    from bench.metrics.knn import knn_radius
+    old = old_knn_radius() if with_old else None
+    if with_old and old is None:
+        print(f"(no git history: the old path at {OLD_COMMIT} is not timed)")
+    print(f"exact k-NN (k = 20) on {n:,} points, {threads} thread(s); times are wall / CPU seconds")
+    worst = 0.0
+    for d in (16, 64):
+        for scenario in ("overlapping", "collapsed"):
+            z, y = latents(scenario, n, np.random.default_rng(0), d)
+            z, y = z.double().numpy(), y.numpy()
+            (rho, method), wall, cpu = timed(knn_radius, z, 20, y, threads=threads)
+            worst = max(worst, wall)
+            line = f"  {n:,} × {d:<3} {scenario:<11}  new {wall:6.2f} / {cpu:6.2f} s  ({method})"
+            if old is not None:
+                (rho_old, method_old), wall_old, cpu_old = timed(old, z, 20, y)
+                diff = float(np.max(np.abs(rho - rho_old) / np.maximum(rho_old, 1e-300)))
+                line += (f"\n  {'':<28}old {wall_old:6.2f} / {cpu_old:6.2f} s  ({method_old})"
+                         f"\n  {'':<28}old / new: {wall_old / wall:5.1f}× wall, {cpu_old / cpu:5.1f}× CPU;"
+                         f" max relative difference of ρ_k {diff:.1e}")
+            print(line + f"   load average {os.getloadavg()[0]:.1f}", flush=True)
+    print(f"slowest new: {worst:.2f} s wall (target ≤ 10 s)")
+    return worst
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=["collapsed", "overlapping", "both"], default="both")
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0,
                         help="torch and BLAS threads, as a suite's runtime.num_threads (0: library defaults)")
+    parser.add_argument("--knn", action="store_true",
+                        help="time only the exact k-NN search at 50,000 × 16 and × 64, beside the old one")
+    parser.add_argument("--no-old", action="store_true", help="with --knn: skip the old path (minutes)")
     args = parser.parse_args()
     if args.threads:
         from threadpoolctl import threadpool_limits
         torch.set_num_threads(args.threads)
         threadpool_limits(limits=args.threads)
+    print(f"{os.cpu_count()} CPU(s), threads {args.threads or 'default'} (torch {torch.get_num_threads()}); "
+          f"load average before: {os.getloadavg()[0]:.1f}")
+    if args.knn:
+        knn_section(torch.get_num_threads(), not args.no_old)
+        return 0
     load_builtin_evaluators()
     scenarios = ["collapsed", "overlapping"] if args.scenario == "both" else [args.scenario]
-    print(f"latents: train {N_TRAIN}×{DIM}, test {N_TEST}×{DIM}, {CLASSES} classes; "
-          f"{os.cpu_count()} CPU(s), threads {args.threads or 'default'} (torch {torch.get_num_threads()}); "
-          f"load average before: {os.getloadavg()[0]:.1f}")
+    print(f"latents: train {N_TRAIN}×{DIM}, test {N_TEST}×{DIM}, {CLASSES} classes")
     worst = 0.0
     for scenario in scenarios:
         for rep in range(args.repeat):

@@ -15,7 +15,8 @@ import torch
 
 from bench.config.schema import DatasetConfig
 from bench.data import load_dataset
-from bench.data.cifar import stratified_subset, write_cifar_pickles
+from bench.data.cifar import write_cifar_pickles
+from bench.data.splits import stratified_subset
 from bench.core.errors import BenchError
 
 CIFAR10_CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

@@ -99,14 +99,23 @@ def test_corrupt_cache_file_is_rebuilt(tmp_path):
     assert torch.equal(load_dataset(_cfg(tmp_path / "data")).test_x, first.test_x)
 
 
-def test_mixed_grey_and_rgb_become_rgb(tmp_path):
+def test_mixed_grey_and_rgb_become_rgb_with_a_warning(tmp_path, capsys):
     write_tree(tmp_path / "data", {"train": 4, "test": 2})
     grey = np.arange(30, dtype=np.uint8).reshape(5, 6)
     (tmp_path / "data" / "test" / "emu" / "000.png").write_bytes(_png(grey))
+    (tmp_path / "data" / "train" / "cat" / "003.png").write_bytes(_png(grey[::-1]))
     data = load_dataset(_cfg(tmp_path / "data"))
     assert data.input_shape == (3, 5, 6)
     emu = data.test_x[data.test_y == 2][0]
     assert all(np.array_equal(emu[c].numpy(), grey) for c in range(3))
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert warnings == [f"warning: image folder {(tmp_path / 'data').resolve()}: 2 of 18 images are greyscale "
+                        f"among colour ones; they are used as RGB (grey level copied to all 3 channels)"]
+    load_dataset(_cfg(tmp_path / "data"))                 # from the decode cache: said once, when decoded
+    assert "warning:" not in capsys.readouterr().err
+    write_tree(tmp_path / "grey", {"train": 4, "test": 2}, grey=True)
+    assert load_dataset(_cfg(tmp_path / "grey")).input_shape == (1, 5, 6)
+    assert "warning:" not in capsys.readouterr().err      # all grey: one channel, nothing to say
 
 
 def test_tar_archives_are_read_without_extracting(tmp_path):
@@ -169,6 +178,36 @@ def test_missing_split_size_mismatch_and_empty_class(tmp_path):
     (tmp_path / "c" / "train" / "gnu").mkdir()
     with pytest.raises(BenchError, match="gnu hold no images"):
         load_dataset(_cfg(tmp_path / "c"))
+
+
+def _one_class_tree(root: Path) -> None:
+    for split, n in (("train", 6), ("test", 2)):
+        (root / split / "cat").mkdir(parents=True)
+        for i in range(n):
+            (root / split / "cat" / f"{i}.png").write_bytes(_png(np.full((5, 6, 3), i, np.uint8)))
+
+
+def test_one_class_is_one_error_line_and_exit_2(tmp_path, capsys):
+    from bench.cli.main import main
+    _one_class_tree(tmp_path / "data")
+    suite = tmp_path / "one.yaml"
+    suite.write_text(f"name: one\ndataset: {{name: imagefolder, root: {tmp_path / 'data'}}}\n"
+                     "plugins: [NoPen]\nseeds: [0]\nrecipe: {epochs: 1}\nevaluation: {evaluators: []}\n")
+    assert main(["run", "--suite", str(suite), "--out", str(tmp_path / "runs"), "--no-report", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert [line for line in err.splitlines() if line.strip()] == [
+        f"error: image folder {(tmp_path / 'data').resolve()}: a classifier needs at least 2 classes, "
+        f"found 1 (train/cat/); add a folder per class"]
+    assert not list((tmp_path / "runs").rglob("result.json"))
+    # the same from archives, where classes are only known once decoded
+    archives = tmp_path / "archives"
+    archives.mkdir()
+    for split in ("train", "test"):
+        with tarfile.open(archives / f"{split}.tar", "w") as tar:
+            tar.add(tmp_path / "data" / split, arcname=split)
+    with pytest.raises(BenchError, match=r"at least 2 classes, found 1 \('cat'\)"):
+        load_dataset(_cfg(archives))
 
 
 @pytest.mark.skipif(not SHARED.is_dir(), reason="../shared/datasets/cifar10-jpeg is not here")

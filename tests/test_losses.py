@@ -17,6 +17,11 @@ pml's conventions, and what is compared:
 * ``CosFaceLoss(num_classes, embedding_size, margin, scale)``: margin on the cosine, same
   weight layout; compared directly.
 * pml's ``get_logits`` is s·cos θ_j: compared with our inference logits.
+
+pml is in the ``test`` extra; only the comparisons with it (they take the ``pml_losses``
+fixture) skip when it is missing, never the naive-loop oracles. The losses compute in
+float32 whatever the input dtype; ``test_*_input_dtypes`` feed float64, float16 and
+bfloat16 inputs and compare with the float64 oracle on the same values.
 """
 from __future__ import annotations
 
@@ -31,9 +36,13 @@ from registry import create_plugin
 from registry.losses import (additive_angular_margin_logits, large_margin_cosine_logits,
                              supervised_contrastive_loss)
 
-pml_losses = pytest.importorskip("pytorch_metric_learning.losses")
-
 pytestmark = pytest.mark.filterwarnings("ignore:Converting a tensor with requires_grad")
+
+
+@pytest.fixture(scope="module")
+def pml_losses():
+    """``pytorch_metric_learning.losses``; a test that compares with it skips without it."""
+    return pytest.importorskip("pytorch_metric_learning.losses")
 
 
 # ----- supervised contrastive ------------------------------------------------------------
@@ -72,7 +81,7 @@ def test_supcon_matches_naive_loop(seed, tau):
 
 @pytest.mark.parametrize("seed", range(4))
 @pytest.mark.parametrize("tau", [0.05, 0.1, 0.5])
-def test_supcon_matches_pytorch_metric_learning(seed, tau):
+def test_supcon_matches_pytorch_metric_learning(seed, tau, pml_losses):
     x, y = supcon_batch(seed)
     ours_x = x.clone().requires_grad_()
     pml_x = x.clone().requires_grad_()
@@ -90,7 +99,22 @@ def test_supcon_without_positive_pairs_is_a_zero_with_a_graph():
     assert float(loss) == 0.0
     loss.backward()
     assert x.grad is not None and float(x.grad.abs().sum()) == 0.0
-    assert float(pml_losses.SupConLoss()(x.detach(), torch.arange(4))) == 0.0
+
+
+def test_supcon_without_positive_pairs_is_zero_in_pml_too(pml_losses):
+    assert float(pml_losses.SupConLoss()(torch.randn(4, 3), torch.arange(4))) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_supcon_input_dtypes(dtype):
+    """float32 out whatever comes in; equal to the float64 loop on the same (rounded) values."""
+    x, y = supcon_batch(5, n=20, dim=8)
+    x = x.to(dtype).requires_grad_()
+    got = supervised_contrastive_loss(x, y, 0.1)
+    assert got.dtype == torch.float32
+    assert float(got) == pytest.approx(float(naive_supcon(x.detach(), y, 0.1)), rel=1e-5)
+    got.backward()
+    assert x.grad.dtype == dtype and bool(torch.isfinite(x.grad).all())
 
 
 def test_supcon_is_scale_invariant_and_rejects_bad_temperature():
@@ -160,7 +184,7 @@ def test_margin_loss_matches_naive_loop(kind, margin, scale, seed):
     torch.testing.assert_close(out.logits, scale * cos, rtol=1e-5, atol=1e-5)
 
 
-def pml_loss(kind: str, plugin, margin: float, scale: float):
+def pml_loss(pml_losses, kind: str, plugin, margin: float, scale: float):
     weight = plugin.classifier.weight.detach()
     classes, features = weight.shape
     if kind == "arcface":
@@ -175,10 +199,10 @@ def pml_loss(kind: str, plugin, margin: float, scale: float):
 @pytest.mark.parametrize("kind", ["arcface", "cosface"])
 @pytest.mark.parametrize("margin,scale", [(0.1, 16.0), (0.5, 64.0), (0.3, 30.0)])
 @pytest.mark.parametrize("seed", range(3))
-def test_margin_loss_matches_pytorch_metric_learning(kind, margin, scale, seed):
+def test_margin_loss_matches_pytorch_metric_learning(kind, margin, scale, seed, pml_losses):
     plugin = margin_plugin(kind, margin, scale)
     h, y = margin_batch(seed)
-    reference = pml_loss(kind, plugin, margin, scale)
+    reference = pml_loss(pml_losses, kind, plugin, margin, scale)
     if kind == "arcface":  # the region where pml's fallback and our cap coincide
         cos = F.normalize(h, dim=1) @ F.normalize(plugin.classifier.weight.detach(), dim=1).T
         theta_y = torch.acos(cos.gather(1, y[:, None]))
@@ -192,6 +216,26 @@ def test_margin_loss_matches_pytorch_metric_learning(kind, margin, scale, seed):
     torch.testing.assert_close(ours_h.grad, their_h.grad, rtol=1e-4, atol=1e-5)
     # inference logits: pml's get_logits is s·cos θ
     torch.testing.assert_close(plugin(h).logits, reference.get_logits(h), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("kind", ["arcface", "cosface"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_margin_logits_input_dtypes(kind, dtype):
+    """Cosines in any float dtype: float32 logits equal to the float64 formulas on the same values."""
+    h, y = margin_batch(4)
+    weight = torch.randn(5, 16, generator=torch.Generator().manual_seed(7))
+    cosine = (F.normalize(h.double(), dim=1) @ F.normalize(weight.double(), dim=1).T).to(dtype)
+    fn = additive_angular_margin_logits if kind == "arcface" else large_margin_cosine_logits
+    got = fn(cosine, y, 0.3, 30.0)
+    assert got.dtype == torch.float32
+    exact = cosine.double()
+    want = 30.0 * exact.clone()
+    for i, c in enumerate(y.tolist()):
+        if kind == "arcface":
+            want[i, c] = 30.0 * math.cos(min(math.acos(float(exact[i, c])) + 0.3, math.pi))
+        else:
+            want[i, c] = 30.0 * (exact[i, c] - 0.3)
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-4)
 
 
 def test_arcface_beyond_pi_minus_m_caps_at_pi():

@@ -179,12 +179,94 @@ def test_knn_exact_against_brute_force():
         dist = np.sort(cdist(z, z), axis=1)       # column 0 is the point itself
         want = dist[:, 20]
         for groups in (y, None):
-            got, method = knn_radius(z, 20, groups)
-            assert "blocked" in method
-            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
-        got, method = knn_radius(z[:, :6], 20)
-        assert "cKDTree" in method
+            for tile in (1024, 100):              # one tile; many tiles, pruned pairs
+                got, method = knn_radius(z, 20, groups, tile=tile)
+                assert "tiled" in method
+                np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+        got, method = knn_radius(z[:, :6], 20, threads=1)
+        assert "cKDTree, 1 thread" in method
         np.testing.assert_allclose(got, np.sort(cdist(z[:, :6], z[:, :6]), axis=1)[:, 20], rtol=1e-12)
+
+
+def _near_ties(d=20, centres=30, shell=60, step=1e-10, seed=5):
+    """Each centre has ``shell`` points at distances 1, 1 + step, 1 + 2·step, … (shuffled):
+    float32 (resolution 6e-8) cannot order them, float64 can."""
+    rng = np.random.default_rng(seed)
+    points = []
+    for c in rng.standard_normal((centres, d)) * 10:
+        dirs = rng.standard_normal((shell, d))
+        dirs /= np.linalg.norm(dirs, axis=1, keepdims=True)
+        points += [c, *(c + dirs * (1 + rng.permutation(shell) * step)[:, None])]
+    return np.array(points)
+
+
+@pytest.mark.parametrize("tile", [64, 4096])
+def test_knn_resolves_ties_below_float32_resolution(tile, monkeypatch):
+    z = _near_ties()
+    want = np.sort(cdist(z, z), axis=1)
+    for k in (1, 5, 20, 40):
+        got, _ = knn_radius(z, k, tile=tile)
+        np.testing.assert_allclose(got, want[:, k], rtol=1e-12)
+        centres = np.arange(0, len(z), 61)      # their k-th distance is 1 + j·1e-10, j = k − 1
+        np.testing.assert_allclose(got[centres] - 1, (k - 1) * 1e-10, rtol=1e-4, atol=1e-14)
+    # the rounding bound is what makes it exact: without it the float32 shortlist misses
+    from bench.metrics import knn
+    original = knn._TiledSearch.__init__
+
+    def no_bound(self, *args, **kwargs):
+        original(self, *args, **kwargs)
+        self.eps = self.abs_err = 0.0
+    monkeypatch.setattr(knn._TiledSearch, "__init__", no_bound)
+    wrong = 0
+    for k in (5, 20, 40):
+        try:
+            wrong += int(np.sum(~np.isclose(knn_radius(z, k, tile=tile)[0], want[:, k], rtol=1e-12)))
+        except BenchError:                      # a point left with fewer than k candidates
+            wrong += 1
+    assert wrong > 0
+
+
+def test_knn_edge_cases():
+    rng = np.random.default_rng(0)
+    same = np.ones((50, 12))
+    assert np.all(knn_radius(same, 20)[0] == 0)                 # all identical: k copies capped
+    z = rng.standard_normal((2000, 10))
+    z[:1500] = z[0]                                             # 1,500 copies of one point
+    z[1500:1510] = z[1500]                                      # 10 copies: fewer than k
+    want = np.sort(cdist(z, z), axis=1)[:, 20]
+    np.testing.assert_allclose(knn_radius(z, 20, tile=256)[0], want, rtol=1e-12)
+    for scale, offset in ((1e-30, 0.0), (1e25, 1e27)):          # float32 under/overflow territory
+        x = rng.standard_normal((600, 10)) * scale + offset
+        np.testing.assert_allclose(knn_radius(x, 5, tile=128)[0], np.sort(cdist(x, x), axis=1)[:, 5],
+                                   rtol=1e-12)
+    tiny = rng.standard_normal((22, 9))                         # n = k + 2: every point a candidate
+    np.testing.assert_allclose(knn_radius(tiny, 20)[0], np.sort(cdist(tiny, tiny), axis=1)[:, 20], rtol=1e-12)
+    with pytest.raises(BenchError, match="more than 20"):
+        knn_radius(tiny[:20], 20)
+
+
+def test_entropy_evaluator_runs_the_knn_on_the_suite_threads():
+    from types import SimpleNamespace
+
+    from bench.evaluation.hook import EVALUATORS, EvalContext, evaluator_options
+    z, y = clustered(300, 12, 3)
+    zt, yt = torch.tensor(z, dtype=torch.float32), torch.tensor(y)
+    before = torch.get_num_threads()
+    for threads, want in ((1, "1 thread(s)"), (0, f"{before} thread(s)")):     # 0: torch's own setting
+        suite = SimpleNamespace(runtime=SimpleNamespace(num_threads=threads))
+        ctx = EvalContext(suite=suite, run=None, model=torch.nn.Identity(), data=SimpleNamespace(num_classes=3),
+                          device=torch.device("cpu"), latents={"train": zt, "test": zt}, labels={"train": yt, "test": yt},
+                          predictions={"train": yt, "test": yt}, subset=torch.arange(10))
+        ent = EVALUATORS.get("entropy")(ctx, evaluator_options("entropy", {"entropy": {"k": 5}}))
+        assert ent["train"]["method"].endswith(want + ")") and torch.get_num_threads() == before
+
+
+def test_knn_honours_threads():
+    z = np.random.default_rng(1).standard_normal((300, 16))
+    before = torch.get_num_threads()
+    got, method = knn_radius(z, 5, threads=1)
+    assert "1 thread" in method and torch.get_num_threads() == before
+    assert knn_radius(z, 5)[1].endswith(f"{before} thread(s))")
 
 
 @pytest.mark.parametrize("d,low,high", [(2, -0.03, 0.03), (8, -0.05, 0.05), (32, 0.0, 0.2)])
@@ -216,6 +298,9 @@ def test_kl_entropy_duplicates_floor_and_scale():
 
 
 # ------------------------------------------------------------------ binarity
+ONE_GAUSSIAN = -0.5 * math.log(2 * math.pi * math.e)   # mean log-likelihood of N(0, 1) fitted to standardised data
+
+
 def test_binarity_two_peaks_vs_one_gaussian():
     rng = np.random.default_rng(0)
     code = np.sign(rng.standard_normal((6000, 6)))
@@ -223,11 +308,37 @@ def test_binarity_two_peaks_vs_one_gaussian():
     one = binarity(rng.standard_normal((6000, 6)) * 3 + 1)
     # standardised peaks at ±1 of width 0.1: score ≈ −2.11 − log 0.1 ≈ 0.19, distance ≈ 20
     assert two["gmm_score_min"] > 0.1 and two["peaks_dist_min"] > 15 and two["sigma_mean"] < 0.15
-    # a standard Gaussian: −½ log(2πe) = −1.419 whatever its scale
-    assert one["gmm_score_mean"] == pytest.approx(-0.5 * math.log(2 * math.pi * math.e), abs=0.02)
+    assert two["n_stopped_short"] == 0 and two["n_not_converged"] == 0
+    # one bump: the single Gaussian, −½ log(2πe) = −1.419 whatever its scale, peak distance 0
+    assert one["gmm_score_mean"] == pytest.approx(ONE_GAUSSIAN, abs=1e-3)
     assert one["peaks_dist_mean"] < 3
     const = binarity(np.c_[rng.standard_normal(50), np.zeros(50)])
     assert const["n_constant_dims"] == 1
+
+
+@pytest.mark.parametrize("backend", ["numpy", "sklearn"])
+def test_binarity_never_scores_below_one_gaussian(backend):
+    """Two components contain one (two equal halves), so a fitted mixture scores at least
+    the one-Gaussian maximum, which for standardised data is exactly −½ log(2πe). EM from
+    the two-means start stopped at −1.4213 on this sample (issue #13)."""
+    z = np.random.default_rng(0).standard_normal((6000, 6)) * 3 + 1
+    got = binarity(z, max_samples=None, backend=backend)         # fitted and scored on the same values
+    per_dim_floor = ONE_GAUSSIAN - 1e-9                          # reg_covar moves it by ~1e-13
+    assert got["gmm_score_min"] >= per_dim_floor
+    assert got["gmm_score_mean"] < ONE_GAUSSIAN + 0.01          # and not much above: one bump
+    assert got["n_stopped_short"] == 6 and got["peaks_dist_min"] == 0.0
+    # the EM alone stops short, the failure this guards against
+    from bench.metrics.binarity import fit_all_dimensions, mixture_log_likelihood as mll
+    x = (z - z.mean(0)) / z.std(0)
+    xs = np.sort(x, axis=0)
+    split = two_means_split(xs)
+    left = np.arange(len(x))[:, None] < split[None, :]
+    counts = np.stack([split, len(x) - split]).astype(float)
+    means = np.stack([np.where(left, xs, 0).sum(0), np.where(left, 0, xs).sum(0)]) / counts
+    var = np.stack([np.where(left, (xs - means[0]) ** 2, 0).sum(0),
+                    np.where(left, 0, (xs - means[1]) ** 2).sum(0)]) / counts + 1e-6
+    w, mu, sig, _ = fit_all_dimensions(x, counts / len(x), means, var, reg_covar=1e-6, tol=1e-3, max_iter=200)
+    assert mll(x, w, mu, sig).min() < per_dim_floor - 1e-3
 
 
 def test_binarity_pieces_against_sklearn_and_brute_force():
@@ -281,6 +392,30 @@ def test_correlate_matches_scipy():
     np.testing.assert_allclose(_rowwise_pearson(bx, by), [np.corrcoef(a, b)[0, 1] for a, b in zip(bx, by)])
     assert correlate([1, 2], [3, 4])["pearson"] is None
     assert "constant" in correlate([1, 1, 1, 1], [1, 2, 3, 4])["pearson_reason"]
+    assert "constant" in correlate([0.1, 0.1, 0.1], [1, 2, 3])["pearson_reason"]
+
+
+def test_correlate_drops_resamples_that_repeat_one_value():
+    """n = 3, non-dyadic values: a resample (0.1, 0.1, 0.1) has a float mean ≠ 0.1, so its
+    centred values are ~1e-17, not 0; decided on the denominator it entered the CI as
+    r = ±1 (issue #13: 84 of 215 such resamples did)."""
+    x, y = np.array([0.1, 0.2, 0.7]), np.array([0.3, 0.1, 0.9])
+    got = correlate(x, y, n_boot=1000, seed=0)
+    draws = np.random.default_rng(0).integers(0, 3, size=(1000, 3))   # the resamples correlate draws
+    constant = np.array([len(set(x[i])) == 1 or len(set(y[i])) == 1 for i in draws])
+    assert 0 < constant.sum() == got["pearson"]["n_boot_degenerate"] == got["spearman"]["n_boot_degenerate"]
+    kept = [stats.pearsonr(x[i], y[i]).statistic for i in draws[~constant]]
+    assert got["pearson"]["ci95"] == pytest.approx(list(np.quantile(kept, [0.025, 0.975])))
+    # the trap is real: for these resamples the centred sum of squares is not 0
+    centred = x[draws[constant]] - x[draws[constant]].mean(axis=1, keepdims=True)
+    assert np.any((centred ** 2).sum(axis=1) > 0)
+    assert np.all(np.isnan(_rowwise_pearson(x[draws[constant]], y[draws[constant]])))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_correlate_refuses_non_finite_values(bad):
+    with pytest.raises(BenchError, match=r"finite.*y has 1 NaN/inf value\(s\) \(first at index 2"):
+        correlate([1.0, 2.0, 3.0, 4.0], [1.0, 2.0, bad, 4.0])
 
 
 def _record(tmp_path, plugin, seed, r_train, rho, status="done"):
@@ -299,10 +434,11 @@ def test_analyse_suite(tmp_path):
     records = [_record(tmp_path, f"P{i}", 0, a, b) for i, (a, b) in enumerate(zip(r, rho))]
     records.append(_record(tmp_path, "Failed", 0, 5.0, 0.1, status="failed"))
     records.append(_record(tmp_path, "NoRho", 0, 5.0, None))
+    records.append(_record(tmp_path, "NanR", 0, float("nan"), 0.1))   # left out and counted, never passed on
     out = analyse_suite(records)
     train = out["train"]
-    assert out["status"] == "ok" and out["n_done"] == 7 and len(out["points"]) == 7
-    assert train["n_runs"] == 6 and train["n_missing"] == 1
+    assert out["status"] == "ok" and out["n_done"] == 8 and len(out["points"]) == 8
+    assert train["n_runs"] == 6 and train["n_missing"] == 2
     assert train["R_vs_rho"]["pearson"]["r"] == pytest.approx(stats.pearsonr(r, rho).statistic)
     assert train["logR_vs_logrho"]["pearson"]["r"] == pytest.approx(stats.pearsonr(np.log(r), np.log(rho)).statistic)
     assert out["test"]["R_vs_rho"]["spearman"]["r"] == pytest.approx(1.0)

@@ -96,7 +96,7 @@ class DatasetConfig:
     root: str | None = None               # data root (cifar*, imagefolder); --data-root overrides
     val_fraction: float = 0.1             # held out of the training split for lr selection
     split_seed: int = 0
-    limit_train: int | None = None        # quick looks: keep the first N (stratified) examples
+    limit_train: int | None = None        # quick looks: stratified N of train, before the val hold-out
     limit_test: int | None = None
     download: bool = False
 

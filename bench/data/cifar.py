@@ -26,67 +26,16 @@ import pickle
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.config.schema import DatasetConfig
 from bench.data.datasets import DATASETS
-from bench.data.splits import DataSplits, stratified_split
+from bench.data.splits import DataSplits, splits_from_arrays
 from bench.core.errors import BenchError
 
 # exceptions unpickling or reshaping a damaged batch file can raise
 _DAMAGE = (pickle.UnpicklingError, EOFError, ValueError, KeyError, IndexError, TypeError,
            AttributeError, ImportError, MemoryError, UnicodeDecodeError)
 _HOMEPAGE = "https://www.cs.toronto.edu/~kriz/cifar.html"
-
-
-# ----- splits shared by every file-backed dataset ---------------------------------------
-def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
-    """Sorted indices of exactly ``n`` examples with the class proportions of ``labels``.
-
-    Per-class quotas by largest remainder; within a class a seeded permutation, so the
-    subset for a smaller ``n`` is contained in the one for a larger ``n``.
-    """
-    if n >= len(labels):
-        return np.arange(len(labels))
-    rng = np.random.default_rng(seed)
-    classes, counts = np.unique(labels, return_counts=True)
-    quota = counts * (n / len(labels))
-    take = np.floor(quota).astype(np.int64)
-    leftover = n - int(take.sum())
-    take[np.argsort(-(quota - take), kind="stable")[:leftover]] += 1
-    picks = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
-    return np.sort(np.concatenate(picks))
-
-
-def splits_from_arrays(name: str, classes: list[str], train_x: np.ndarray, train_y: np.ndarray,
-                       test_x: np.ndarray, test_y: np.ndarray, cfg: DatasetConfig,
-                       pixel_scale: float = 255.0) -> DataSplits:
-    """Train/val/test ``DataSplits`` from full (N, C, H, W) uint8 arrays.
-
-    ``limit_train`` keeps a stratified subset of the training set *before* the validation
-    hold-out (so validation shrinks with it); ``limit_test`` a stratified subset of test.
-    """
-    k = len(classes)
-    pool = np.arange(len(train_y))
-    if cfg.limit_train is not None:
-        if cfg.limit_train < 2 * k:
-            raise BenchError(f"{name}: --limit-train {cfg.limit_train} is too small for {k} classes "
-                             f"(need at least {2 * k}: one training and one validation example per class)")
-        pool = stratified_subset(train_y, cfg.limit_train, cfg.split_seed + 1)
-    train_rel, val_rel = stratified_split(train_y[pool], cfg.val_fraction, cfg.split_seed)
-    train, val = pool[train_rel], pool[val_rel]
-    test = np.arange(len(test_y))
-    if cfg.limit_test is not None:
-        test = stratified_subset(test_y, cfg.limit_test, cfg.split_seed + 2)
-
-    def t(a: np.ndarray, idx: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(a[idx]))
-
-    return DataSplits(name=name, classes=list(classes),
-                      train_x=t(train_x, train), train_y=t(train_y.astype(np.int64), train),
-                      val_x=t(train_x, val), val_y=t(train_y.astype(np.int64), val),
-                      test_x=t(test_x, test), test_y=t(test_y.astype(np.int64), test),
-                      pixel_scale=pixel_scale)
 
 
 # ----- torchvision readers that check presence, not MD5 ---------------------------------

@@ -7,9 +7,11 @@
 
 Archives are read as streams and never extracted to disk: each member is decoded in
 memory (CIFAR-10 as 60,000 JPEGs is two such archives). Class names are the folder
-names, sorted; train and test must have the same set of classes. Images may be
-grey, RGB or RGBA (alpha is dropped; grey is kept as one channel only when every
-image is grey) but must all have one size: the harness does not resize.
+names, sorted; train and test must have the same set of classes, at least two. Images
+may be grey, RGB or RGBA (alpha is dropped) but must all have one size: the harness
+does not resize. Grey is kept as one channel when every image is grey; grey images
+among colour ones are used as RGB (the grey level in all three channels), and a
+``warning:`` line on stderr says how many, when the images are decoded.
 
 Decoding happens once: the uint8 arrays go to the decode cache (``bench.data.cache``)
 keyed by every file's path, size and modification time (for archives: the archive's).
@@ -20,6 +22,7 @@ from __future__ import annotations
 import io as _io
 import os
 import re
+import sys
 import tarfile
 import warnings
 from pathlib import Path, PurePosixPath
@@ -30,9 +33,8 @@ import torch
 
 from bench.config.schema import DatasetConfig
 from bench.data.cache import cached_arrays, file_entry, fingerprint
-from bench.data.cifar import splits_from_arrays
 from bench.data.datasets import DATASETS
-from bench.data.splits import DataSplits
+from bench.data.splits import DataSplits, splits_from_arrays
 from bench.core.errors import BenchError
 from bench.core.progress import progress
 
@@ -231,6 +233,11 @@ def decode_image_folder(root: Path, *, quiet: bool = False) -> dict[str, np.ndar
         raise BenchError(f"image folder {root}: train images are {train_images[0].shape[1:]} "
                          f"but test images are {test_images[0].shape[1:]}")
     channels = max(a.shape[0] for a in train_images + test_images)
+    grey = sum(a.shape[0] == 1 for a in train_images + test_images)
+    if channels == 3 and grey:
+        total = len(train_images) + len(test_images)
+        print(f"warning: image folder {root}: {grey} of {total} images are greyscale among colour ones; "
+              f"they are used as RGB (grey level copied to all 3 channels)", file=sys.stderr, flush=True)
     index = {c: i for i, c in enumerate(train_classes)}
     return {"train_x": _stack(train_images, channels),
             "train_y": np.array([index[c] for c in train_names], dtype=np.int64),
@@ -247,6 +254,10 @@ def load_image_folder(cfg: DatasetConfig) -> DataSplits:
                          "and test/<class>/<images> (or train.tar.gz and test.tar.gz)")
     root = Path(cfg.root).expanduser().resolve()
     sources = find_sources(root)
+    if isinstance(sources["train"], FolderSplit) and len(sources["train"].classes()) < 2:
+        found = sources["train"].classes()
+        raise BenchError(f"image folder {root}: a classifier needs at least 2 classes, found {len(found)} "
+                         f"({', '.join(f'train/{c}/' for c in found)}); add a folder per class")
     entries = [e for s in sources.values() for e in s.fingerprint_entries(root)]
     key = fingerprint(f"{FORMAT_VERSION}\0{root}", entries)
     label = re.sub(r"[^A-Za-z0-9._-]+", "_", root.name) or "root"

@@ -1,4 +1,10 @@
-"""Data held as uint8 tensors, split into train / validation / test."""
+"""Data held as uint8 tensors, split into train / validation / test, and the split helpers
+every dataset uses (``stratified_split``, ``stratified_subset``, ``splits_from_arrays``).
+
+One rule for all datasets: ``limit_train`` keeps a stratified N of the training set
+*before* the validation hold-out (so validation shrinks with it), ``limit_test`` a
+stratified N of the test set; without limits the splits do not depend on them.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bench.config.schema import DatasetConfig
 from bench.core.errors import BenchError
 
 
@@ -35,6 +42,9 @@ class DataSplits:
                 raise BenchError(f"{self.name}: {split} has {x.shape[0]} inputs but {y.shape[0]} labels")
             if x.shape[0] == 0:
                 raise BenchError(f"{self.name}: the {split} split is empty")
+        if len(self.classes) < 2:
+            found = f" ({', '.join(map(repr, self.classes))})" if self.classes else ""
+            raise BenchError(f"{self.name}: a classifier needs at least 2 classes, found {len(self.classes)}{found}")
         if self.train_x.shape[1:] != self.test_x.shape[1:]:
             raise BenchError(f"{self.name}: train and test inputs have different shapes")
 
@@ -73,3 +83,54 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int) -> tuple[np
         keep.append(idx[n_held:])
     return np.sort(np.concatenate(keep)), np.sort(np.concatenate(held))
 
+
+
+def stratified_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of exactly ``n`` examples with the class proportions of ``labels``.
+
+    Per-class quotas by largest remainder; within a class a seeded permutation, so the
+    subset for a smaller ``n`` is contained in the one for a larger ``n``.
+    """
+    if n >= len(labels):
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * (n / len(labels))
+    take = np.floor(quota).astype(np.int64)
+    leftover = n - int(take.sum())
+    take[np.argsort(-(quota - take), kind="stable")[:leftover]] += 1
+    picks = [rng.permutation(np.flatnonzero(labels == c))[:k] for c, k in zip(classes, take)]
+    return np.sort(np.concatenate(picks))
+
+
+def splits_from_arrays(name: str, classes: list[str], train_x: np.ndarray, train_y: np.ndarray,
+                       test_x: np.ndarray, test_y: np.ndarray, cfg: DatasetConfig,
+                       pixel_scale: float = 255.0, val_seed: int | None = None) -> DataSplits:
+    """Train/val/test ``DataSplits`` from full (N, C, H, W) uint8 arrays.
+
+    ``limit_train`` keeps a stratified subset of the training set *before* the validation
+    hold-out (so validation shrinks with it); ``limit_test`` a stratified subset of test.
+    The validation hold-out is seeded by ``val_seed`` (default ``cfg.split_seed``).
+    """
+    k = len(classes)
+    pool = np.arange(len(train_y))
+    if cfg.limit_train is not None:
+        if cfg.limit_train < 2 * k:
+            raise BenchError(f"{name}: --limit-train {cfg.limit_train} is too small for {k} classes "
+                             f"(need at least {2 * k}: one training and one validation example per class)")
+        pool = stratified_subset(train_y, cfg.limit_train, cfg.split_seed + 1)
+    seed = cfg.split_seed if val_seed is None else val_seed
+    train_rel, val_rel = stratified_split(train_y[pool], cfg.val_fraction, seed)
+    train, val = pool[train_rel], pool[val_rel]
+    test = np.arange(len(test_y))
+    if cfg.limit_test is not None:
+        test = stratified_subset(test_y, cfg.limit_test, cfg.split_seed + 2)
+
+    def t(a: np.ndarray, idx: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a[idx]))
+
+    return DataSplits(name=name, classes=list(classes),
+                      train_x=t(train_x, train), train_y=t(train_y.astype(np.int64), train),
+                      val_x=t(train_x, val), val_y=t(train_y.astype(np.int64), val),
+                      test_x=t(test_x, test), test_y=t(test_y.astype(np.int64), test),
+                      pixel_scale=pixel_scale)

@@ -46,28 +46,46 @@ def _lookup(result: dict | None, path: tuple[str, ...], split: str = "") -> floa
 
 
 def _rowwise_pearson(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Pearson r of each row pair of (B, n) arrays; NaN where a row is constant."""
+    """Pearson r of each row pair of (B, n) arrays; NaN where a row is constant.
+
+    Constancy is decided on the values (``np.ptp == 0``), not on the denominator: a row
+    that repeats one non-dyadic value (0.1, 0.1, 0.1) has a float mean that differs from
+    0.1 in the last bit, so its centred values are ~1e-17, not 0, the denominator is not
+    0, and r comes out as ±1 from rounding noise.
+    """
+    constant = (np.ptp(x, axis=1) == 0) | (np.ptp(y, axis=1) == 0)
     xc = x - x.mean(axis=1, keepdims=True)
     yc = y - y.mean(axis=1, keepdims=True)
     den = np.sqrt((xc * xc).sum(1) * (yc * yc).sum(1))
     with np.errstate(invalid="ignore", divide="ignore"):
         r = (xc * yc).sum(1) / den
-    r[den == 0] = np.nan
+    r[constant | (den == 0)] = np.nan
     return np.clip(r, -1.0, 1.0)
 
 
 def correlate(x, y, *, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Pearson and Spearman correlation of paired samples, p-values and 95 % bootstrap CIs."""
+    """Pearson and Spearman correlation of paired samples, p-values and 95 % bootstrap CIs.
+
+    Non-finite input is refused (BenchError naming the first bad value): scipy would
+    return r = NaN with no reason while the bootstrap still built a CI from the finite
+    resamples, a number with no meaning. ``analyse_suite`` never passes such values (it
+    leaves out, and counts, runs whose R or ρ is missing or non-finite).
+    """
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
     if x.shape != y.shape or x.ndim != 1:
         raise BenchError(f"correlate needs two 1-D arrays of equal length, got {x.shape} and {y.shape}")
+    for name, values in (("x", x), ("y", y)):
+        bad = np.flatnonzero(~np.isfinite(values))
+        if bad.size:
+            raise BenchError(f"correlate needs finite values, but {name} has {bad.size} NaN/inf value(s) "
+                             f"(first at index {int(bad[0])}: {values[bad[0]]}); drop those pairs first")
     n = int(x.size)
     out: dict = {"n": n}
     if n < MIN_RUNS:
         reason = f"{n} paired value(s); a correlation needs at least {MIN_RUNS}"
         return {**out, "pearson": None, "pearson_reason": reason, "spearman": None, "spearman_reason": reason}
-    if np.all(x == x[0]) or np.all(y == y[0]):
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
         reason = "one of the variables is constant across runs: the correlation is undefined"
         return {**out, "pearson": None, "pearson_reason": reason, "spearman": None, "spearman_reason": reason}
 

@@ -20,9 +20,12 @@ Result keys (``result.json["evaluations"]``; every evaluator also records ``wall
   ``nc4`` — disagreement of the nearest-*train*-class-mean rule with the network;
   ``cv_norm``, ``cv_abs``; and ``n``, ``d``, ``K``, ``grouping``.
 * ``entropy.<split>``: ``entropy`` (nats), ``entropy_per_dim``, ``zero_knn_fraction``,
-  ``floored_fraction``, ``floor``, ``k``, ``n`` (samples used) and ``n_total``.
+  ``floored_fraction``, ``floor``, ``k``, ``n`` (samples used) and ``n_total``; the exact
+  k-NN search runs on the suite's ``runtime.num_threads`` (torch's default when unset).
 * ``binarity.<split>`` (default train): ``gmm_score_mean``/``_min``/``_std``,
-  ``sigma_mean``, ``peaks_dist_mean``/``_min``, ``n_constant_dims``.
+  ``sigma_mean``, ``peaks_dist_mean``/``_min``, ``n_constant_dims``, ``n_stopped_short``
+  (dimensions where EM stopped below the single Gaussian, which is kept instead) and
+  ``n_not_converged`` (EM hit ``max_iter``).
 * ``lipschitz``: ``mean``, ``max``, ``median``, ``n_inputs`` over the attack subset.
 """
 from __future__ import annotations
@@ -52,11 +55,17 @@ def _blas_threads(ctx: EvalContext):
     """Apply the suite's ``runtime.num_threads`` to numpy/scipy's BLAS too (the harness sets
     torch's). On a machine shared with other jobs, a multi-threaded BLAS can spin-wait
     for a descheduled thread and run 10–100× slower than one thread: set it to 1 there."""
-    threads = getattr(getattr(getattr(ctx, "suite", None), "runtime", None), "num_threads", 0)
+    threads = _suite_threads(ctx)
     if not threads:
         return contextlib.nullcontext()
     from threadpoolctl import threadpool_limits
-    return threadpool_limits(limits=int(threads))
+    return threadpool_limits(limits=threads)
+
+
+def _suite_threads(ctx: EvalContext) -> int | None:
+    """The suite's ``runtime.num_threads`` (None when unset: the libraries' defaults)."""
+    threads = getattr(getattr(getattr(ctx, "suite", None), "runtime", None), "num_threads", 0)
+    return int(threads) if threads else None
 
 
 def _timed(fn):
@@ -192,7 +201,8 @@ def entropy_evaluator(ctx: EvalContext, opts: EntropyOptions) -> dict:
     """Kozachenko–Leonenko k-NN entropy of the latents (nats, and per dimension), exact k-NN."""
     def compute(z, y):
         return kl_entropy(z, opts.k, groups=y.numpy() if hasattr(y, "numpy") else y,
-                          floor_rel=opts.floor_rel, max_samples=opts.max_samples, seed=opts.seed)
+                          floor_rel=opts.floor_rel, max_samples=opts.max_samples, seed=opts.seed,
+                          threads=_suite_threads(ctx))
     return _per_split(ctx, opts.splits, compute, ENTROPY_KEYS, {"k": opts.k})
 
 
