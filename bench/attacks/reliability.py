@@ -17,8 +17,9 @@ numbers and a ``flag``; a run with any flag is marked *potentially unreliable*
   than ``rise_tolerance`` [1 point].
 * **convergence**: the minimum-norm attack that most often gave the best-known
   perturbation (among those with a ``steps`` setting) is rerun with ``convergence_factor``
-  [2] × its steps; the median best-known norm over the correct inputs (unflipped = +∞)
-  may fall by at most ``convergence_tolerance`` [5 %], relative.
+  [2] × its steps (on the first ``convergence_inputs`` correct inputs [all]); the median
+  best-known norm over those inputs (unflipped = +∞) may fall by at most
+  ``convergence_tolerance`` [5 %], relative.
 * **deepfool_overstatement** (formerly the ``masking`` evaluator): per input the ratio
   ‖r_DeepFool‖/‖r_best‖ (≥ 1; +∞ where DeepFool failed and another attack did not); flag
   when the share above ``overstatement_ratio`` [1.1] exceeds ``overstatement_share`` [10 %].
@@ -58,6 +59,7 @@ class ReliabilityOptions:
     convergence_factor: float = 2.0
     convergence_tolerance: float = 0.05
     convergence_attack: str | None = None    # None: the min-norm attack most often best (with a `steps` setting)
+    convergence_inputs: int | None = None    # rerun on the first N correct inputs only (None: all it attacked)
     overstatement_ratio: float = 1.1
     overstatement_share: float = 0.1
 
@@ -68,8 +70,15 @@ class ReliabilityOptions:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
         if not self.convergence_factor > 1:
             raise ValueError(f"convergence_factor must be > 1, got {self.convergence_factor}")
+        if self.convergence_inputs is not None and self.convergence_inputs < 1:
+            raise ValueError(f"convergence_inputs must be >= 1, got {self.convergence_inputs}")
         if not self.convergence_tolerance >= 0 or not self.overstatement_ratio >= 1:
             raise ValueError("convergence_tolerance must be >= 0 and overstatement_ratio >= 1")
+
+
+def _finite(x) -> float | None:
+    x = float(x)
+    return x if math.isfinite(x) else None
 
 
 def _pct(x: float) -> str:
@@ -178,9 +187,10 @@ def deepfool_overstatement(best: dict, opts: ReliabilityOptions) -> dict:
     return {"n_compared": int(r.size), "share_above_1_1": float(np.mean(r > 1.1)) if r.size else None,
             "share_above_threshold": share, "ratio_threshold": opts.overstatement_ratio,
             "share_threshold": opts.overstatement_share,
-            "ratio_median": float(np.median(r)) if r.size else None,
+            # order statistics (no interpolation between an infinite and a finite ratio); null when infinite
+            "ratio_median": _finite(np.quantile(r, 0.5, method="lower")) if r.size else None,
             "ratio_mean_finite": float(finite.mean()) if finite.size else None,
-            "ratio_p90": float(np.quantile(r, 0.9)) if r.size else None,
+            "ratio_p90": _finite(np.quantile(r, 0.9, method="higher")) if r.size else None,
             "n_deepfool_failed_other_found": df_failed,
             "flag": bool(share is not None and share > opts.overstatement_share)}
 
@@ -227,6 +237,8 @@ def _convergence(ctx: EvalContext, attacks: dict, best: dict, opts: ReliabilityO
     x, y = ctx.test_inputs()
     x, y = x[:n], y[:n]
     targets = torch.tensor([i for i in range(m) if per["status"][i] != "misclassified"], dtype=torch.long)
+    if opts.convergence_inputs is not None:
+        targets = targets[:opts.convergence_inputs]
     info = AttackInfo(num_classes=int(attacks["num_classes"]), seed=int(attacks["seed"]), device=ctx.device)
     batch = int(attacks.get("batch_size", 500))
     adv = _run_method(spec, ctx.model, x, y, targets, None, mopts, info, batch)
@@ -236,8 +248,11 @@ def _convergence(ctx: EvalContext, attacks: dict, best: dict, opts: ReliabilityO
     rerun = v.l2.numpy()
     rows = targets.numpy()
     after[rows] = np.where(v.success.numpy(), np.minimum(before[rows], rerun), before[rows])
-    correct = np.array([s != "misclassified" for s in per["status"]])
-    med_before, med_after = float(np.median(before[correct])), float(np.median(after[correct]))
+    # the medians over the inputs the rerun attacked (all correct ones unless convergence_inputs)
+    rows_all = rows if opts.convergence_inputs is not None else \
+        np.array([i for i, s in enumerate(per["status"]) if s != "misclassified"], dtype=int)
+    med_before = float(np.median(before[rows_all])) if rows_all.size else math.inf
+    med_after = float(np.median(after[rows_all])) if rows_all.size else math.inf
     if math.isfinite(med_before) and med_before > 0:
         change = (med_before - med_after) / med_before
         flag = change > opts.convergence_tolerance
@@ -247,7 +262,8 @@ def _convergence(ctx: EvalContext, attacks: dict, best: dict, opts: ReliabilityO
             "median_norm_before": med_before if math.isfinite(med_before) else None,
             "median_norm_after": med_after if math.isfinite(med_after) else None,
             "relative_change": change, "tolerance": opts.convergence_tolerance,
-            "n_improved": int(np.sum(after[correct] < before[correct] * (1 - 1e-3))),
+            "n_inputs": int(rows_all.size),
+            "n_improved": int(np.sum(after[rows_all] < before[rows_all] * (1 - 1e-3))),
             "n_rerun_success": int(v.success.sum()), "n_rerun": int(targets.numel()),
             "flag": bool(flag), "wall_s": time.perf_counter() - started}
 
