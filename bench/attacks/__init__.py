@@ -9,7 +9,7 @@ and the evaluators a suite can list, in this order (each needs the ones before i
       settings:
         deepfool: {overshoot: 0.02, max_iter: 50}          # all classes, true label as reference
         attacks: {eps_l2: [36/255, 0.5, 1.0], eps_linf: [2/255, 8/255], params: {pgd-l2: {steps: 10}}}
-        reliability: {ce_margin_gap: 0.05, overstatement_share: 0.1}
+        reliability: {ce_margin_gap: 0.05, overstatement_share: 0.25}
         attack_collapse: {eps_l2: 0.5}
 
 * ``best_known``: per input the smallest verified perturbation over every attack (ρ_best),

@@ -322,14 +322,16 @@ def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
         entry: dict[str, Any] = {"norm": spec.norm, "kind": spec.kind, "library": spec.library,
                                  "linearisation": spec.linearisation, "loss": spec.loss, "n_inputs": m,
                                  "n_attacked": int(targets.numel()), "settings": options_dict(mopts)}
+        # departures from a reference configuration (AutoAttack's standard version declares
+        # one), and any method run on part of the ε grid
         own = []
         if hasattr(mopts, "deviations"):
             own += mopts.deviations(num_classes)
+            if m < n:
+                own.append(f"first {m} of the {n} attack inputs")
         if spec.kind == "fixed_eps" and getattr(mopts, "eps", None) is not None:
             own.append(f"run at ε = {', '.join(f'{e:g}' for e in opts.method_grid(name, mopts))} only "
                        f"(grid: {', '.join(f'{e:g}' for e in grids[spec.norm])})")
-        if own and m < n:
-            own.append(f"first {m} of the {n} attack inputs")
         if own:
             entry["deviations"] = own
             deviations += [f"{name}: {d}" for d in own]

@@ -22,7 +22,8 @@ numbers and a ``flag``; a run with any flag is marked *potentially unreliable*
   ``convergence_tolerance`` [5 %], relative.
 * **deepfool_overstatement** (formerly the ``masking`` evaluator): per input the ratio
   ‖r_DeepFool‖/‖r_best‖ (≥ 1; +∞ where DeepFool failed and another attack did not); flag
-  when the share above ``overstatement_ratio`` [1.1] exceeds ``overstatement_share`` [10 %].
+  when the share above ``overstatement_ratio`` [1.1] exceeds ``overstatement_share`` [25 %,
+  the former masking check's threshold; on digits NoPen/LinPen sit near 1 %, the LPC family at 13–43 %].
 * **library_flags**: AutoAttack's own checks (randomised or dynamic model, probabilities
   instead of logits, zero gradients, Square beating the white-box attacks, target count),
   and our own probabilities-instead-of-logits test of the clean outputs.
@@ -61,7 +62,7 @@ class ReliabilityOptions:
     convergence_attack: str | None = None    # None: the min-norm attack most often best (with a `steps` setting)
     convergence_inputs: int | None = None    # rerun on the first N correct inputs only (None: all it attacked)
     overstatement_ratio: float = 1.1
-    overstatement_share: float = 0.1
+    overstatement_share: float = 0.25        # the former masking check's threshold
 
     def __post_init__(self) -> None:
         for name in ("ce_margin_gap", "min_success", "large_eps_robust", "rise_tolerance", "overstatement_share"):
