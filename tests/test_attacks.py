@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -25,8 +24,10 @@ from bench.attacks.library import MethodOptions
 from bench.attacks.masking import masking_evaluator
 from bench.attacks.methods import attack_guard, register_attack
 from bench.core.errors import BenchError
-from bench.evaluation.hook import EvalContext, evaluator_options
+from bench.evaluation.hook import evaluator_options
 from bench.core.typed import from_dict
+
+from attack_helpers import affine_problem, closed_form, make_ctx, reclassify, trained
 
 
 @pytest.fixture(autouse=True)
@@ -36,84 +37,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-# ------------------------------------------------------------------------------ helpers
-def affine_problem(n=60, k=5, seed=0, scale=0.25, dtype=torch.float64):
-    """A bias-ful linear classifier on 1×8×8 inputs near 0.5 (so clamping stays inactive)."""
-    g = torch.Generator().manual_seed(seed)
-    model = nn.Sequential(nn.Flatten(), nn.Linear(64, k)).to(dtype).eval()
-    with torch.no_grad():
-        model[1].weight.copy_(torch.randn(k, 64, generator=g, dtype=dtype) * scale)
-        model[1].bias.copy_(torch.randn(k, generator=g, dtype=dtype) * 0.1)
-    codes = torch.randint(115, 141, (n, 1, 8, 8), generator=g, dtype=torch.uint8)  # ≈ [0.45, 0.55]
-    x = codes.to(dtype) / 255
-    with torch.no_grad():
-        y = model(x).argmax(1)
-    return model, codes, x, y
-
-
-def closed_form(model, x, y, norm="L2"):
-    """Distance from each x to the nearest point of another class (no box constraint)."""
-    w = model[1].weight.detach().double().numpy()
-    b = model[1].bias.detach().double().numpy()
-    xf = x.reshape(len(x), -1).double().numpy()
-    f = xf @ w.T + b
-    dist = np.empty(len(xf))
-    best = np.empty(len(xf), dtype=int)
-    for i, yi in enumerate(y.tolist()):
-        cands = []
-        for kk in range(w.shape[0]):
-            if kk == yi:
-                continue
-            dw = w[yi] - w[kk]
-            denom = np.linalg.norm(dw) if norm == "L2" else np.abs(dw).sum()
-            cands.append(((f[i, yi] - f[i, kk]) / denom, kk))
-        dist[i], best[i] = min(cands)
-    return dist, best
-
-
-def make_ctx(model, codes, labels, pixel_scale=255.0):
-    data = SimpleNamespace(test_x=codes, test_y=labels, pixel_scale=pixel_scale)
-    return EvalContext(suite=None, run=None, model=model, data=data, device=torch.device("cpu"), latents={},
-                       labels={}, predictions={}, subset=torch.arange(len(labels)))
-
-
-def reclassify(model, x):
-    with torch.no_grad():
-        return model(x.to(next(model.parameters()).dtype)).argmax(1)
-
-
-_DIGITS = {}
-
-
-def digits():
-    if not _DIGITS:
-        from sklearn.datasets import load_digits
-        d = load_digits()
-        x = torch.tensor(d.images, dtype=torch.float32).unsqueeze(1) / 16.0
-        _DIGITS["x"], _DIGITS["y"] = x, torch.tensor(d.target)
-    return _DIGITS["x"], _DIGITS["y"]
-
-
-def trained(head: str, seed=0):
-    """A small MLP (softmax head, or ArcFace-style scaled cosines) trained on sklearn digits."""
-    from bench.models.backbones import MLP
-    from bench.models.classifier import Classifier
-    from registry import create_plugin
-    torch.manual_seed(seed)
-    x, y = digits()
-    backbone = MLP((1, 8, 8), (48, 48))
-    plugin = create_plugin("NoPen" if head == "softmax" else "ArcFace", backbone.feature_dim, 10)
-    model = Classifier(backbone, plugin, [0.3], [0.4])
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    xtr, ytr = x[:1400], y[:1400]
-    for _ in range(150):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(xtr), ytr).backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    return model.eval(), x[1400:1560], y[1400:1560]
 
 
 # ---------------------------------------------------------------------- DeepFool oracles
@@ -346,9 +269,10 @@ def test_list_shows_evaluators_and_methods(capsys):
     from bench.cli.main import main
     assert main(["list", "attacks"]) == 0
     line = capsys.readouterr().out.strip()
-    assert line.startswith("attacks: deepfool, attacks, masking")
+    assert line.startswith("attacks: deepfool, attacks, masking, best_known, reliability, attack_collapse")
     for name in ("fgsm", "pgd-linf", "pgd-l2", "cw-l2", "apgd-ce-linf", "apgd-t-l2", "square-linf",
-                 "deepfool-foolbox", "fmn-l2", "ddn-l2", "hsj-l2"):
+                 "deepfool-foolbox", "fmn-l2", "ddn-l2", "hsj-l2", "apgd-dlr-l2", "apgd-dlr-linf",
+                 "autoattack-l2", "autoattack-linf"):
         assert name in line
 
 
@@ -439,19 +363,38 @@ def test_cli_attack_adds_evaluations(trained_run):
     from bench.cli.main import main
     out, run_dir = trained_run
     before = json.loads((run_dir / "result.json").read_text())
-    rc = main(["attack", "--runs", str(out), "--attacks", "deepfool", "pgd-l2", "ddn-l2", "masking",
+    # attack_collapse and reliability bring best_known (and it deepfool and attacks) along
+    rc = main(["attack", "--runs", str(out), "--attacks", "attack_collapse", "pgd-l2", "ddn-l2", "reliability",
                "--quiet", "--threads", "1"])
     assert rc == 0
     result = json.loads((run_dir / "result.json").read_text())
     ev = result["evaluations"]
-    assert set(ev) >= {"deepfool", "attacks", "masking"}
+    assert set(ev) >= {"deepfool", "attacks", "best_known", "reliability", "attack_collapse"}
     assert ev["deepfool"]["n_inputs"] == 80 and ev["deepfool"]["reference"] == "true label"
     assert set(ev["attacks"]["per_attack"]) == {"pgd-l2", "ddn-l2"}
     assert set(ev["attacks"]["robust_accuracy"]) == {"L2"}
     assert set(ev["attacks"]["robust_accuracy"]["L2"]) == {"0.141176", "0.5", "1"}
-    assert ev["masking"]["verdict"] in ("ok", "DeepFool may overstate robustness")
+    assert ev["best_known"]["n_inputs"] == 80 and len(ev["best_known"]["per_input"]["norm_best"]) == 80
+    assert ev["reliability"]["verdict"] in ("potentially unreliable", "no attack-failure indicator")
+    assert ev["reliability"]["unreliable"] == bool(ev["reliability"]["reasons"])
+    assert ev["attack_collapse"]["conditions"]["clean"]["n"] == ev["best_known"]["n_correct"]
     assert {k: v for k, v in result.items() if k != "evaluations"} == \
            {k: v for k, v in before.items() if k != "evaluations"}
+
+
+def test_cli_attack_orders_evaluators_by_requires():
+    from bench.cli.cmd_attack import plan_evaluators
+    from bench.evaluation.hook import load_builtin_evaluators
+    load_builtin_evaluators()
+    order, settings = plan_evaluators(["attack_collapse", "pgd-l2"], (), {})
+    assert order == ("deepfool", "attacks", "best_known", "attack_collapse")
+    assert settings["attacks"]["methods"] == ["pgd-l2"]
+    order, _ = plan_evaluators(["reliability", "masking"], (), {})
+    assert order == ("deepfool", "attacks", "best_known", "reliability", "masking")
+    order, _ = plan_evaluators(None, ("deepfool", "attacks", "geometry"), {})
+    assert order == ("deepfool", "attacks")
+    order, _ = plan_evaluators(None, ("geometry",), {})
+    assert order == ("deepfool", "attacks", "best_known", "reliability", "attack_collapse")
 
 
 def test_cli_unknown_attack_fails_cleanly(trained_run, capsys):

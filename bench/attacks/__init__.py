@@ -1,27 +1,40 @@
-"""The attack harness: our batched, verified L2 DeepFool, the standard attacks of torchattacks
-and foolbox, and the gradient-masking cross-check.
+"""The attack harness: our batched, verified L2 DeepFool, the standard attacks of torchattacks,
+foolbox and the authors' AutoAttack, and the checks that a robustness number can be trusted.
 
 Importing this package registers the attack methods (``ATTACKS``; ``bench list attacks``)
-and three evaluators a suite can list, in this order:
+and the evaluators a suite can list, in this order (each needs the ones before it):
 
     evaluation:
-      evaluators: [deepfool, attacks, masking]
+      evaluators: [deepfool, attacks, best_known, reliability, attack_collapse]
       settings:
         deepfool: {overshoot: 0.02, max_iter: 50}          # all classes, true label as reference
         attacks: {eps_l2: [36/255, 0.5, 1.0], eps_linf: [2/255, 8/255], params: {pgd-l2: {steps: 10}}}
-        masking: {margin: 0.1, threshold: 0.25}
+        reliability: {ce_margin_gap: 0.05, overstatement_share: 0.25}
+        attack_collapse: {eps_l2: 0.5}
 
-``python -m bench attack --runs DIR [--attacks deepfool pgd-l2 ddn-l2 masking]`` runs them on
-finished runs without retraining.
+* ``best_known``: per input the smallest verified perturbation over every attack (ρ_best),
+  best-known robust accuracy per ε;
+* ``reliability``: attack-failure checks (loss consistency, unbounded sanity, convergence,
+  DeepFool overstatement, AutoAttack's own flags); "potentially unreliable" with reasons;
+* ``attack_collapse``: latent leaps, R and NC1 under attack and under equal-norm noise;
+* ``masking``: deprecated, superseded by reliability's DeepFool-overstatement check.
+
+``python -m bench attack --runs DIR [--attacks deepfool pgd-l2 ddn-l2 reliability]`` runs them
+on finished runs without retraining (the evaluators a requested one needs are added).
 """
 from bench.attacks.methods import ATTACKS, AttackMethod, attack_guard, get_attack, register_attack
 from bench.attacks import library  # noqa: F401  (registers the torchattacks/foolbox methods)
+from bench.attacks import autoattack  # noqa: F401  (registers autoattack-l2/-linf)
 from bench.attacks.deepfool import DeepFoolOptions, DeepFoolResult, deepfool
 from bench.attacks.attack_evaluators import AttacksOptions, attacks_evaluator, deepfool_evaluator
 from bench.attacks.masking import MaskingOptions, masking_check, masking_evaluator
+from bench.attacks.best_known import best_known, best_known_evaluator
+from bench.attacks.reliability import ReliabilityOptions, reliability_evaluator
+from bench.attacks.collapse import CollapseOptions, attack_collapse_evaluator, leap_share
 
 __all__ = [
-    "ATTACKS", "AttackMethod", "AttacksOptions", "DeepFoolOptions", "DeepFoolResult", "MaskingOptions",
-    "attack_guard", "attacks_evaluator", "deepfool", "deepfool_evaluator", "get_attack", "masking_check",
-    "masking_evaluator", "register_attack",
+    "ATTACKS", "AttackMethod", "AttacksOptions", "CollapseOptions", "DeepFoolOptions", "DeepFoolResult",
+    "MaskingOptions", "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attacks_evaluator",
+    "best_known", "best_known_evaluator", "deepfool", "deepfool_evaluator", "get_attack", "leap_share",
+    "masking_check", "masking_evaluator", "register_attack", "reliability_evaluator",
 ]

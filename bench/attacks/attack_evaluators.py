@@ -4,9 +4,19 @@ Both verify every adversarial themselves: an input counts as broken only if it w
 classified correctly, the returned input (clamped to [0, 1]) lies within the budget and
 the model assigns it another class. Misclassified inputs are never attacked and never
 count as robust.
+
+Beside their JSON results they leave the adversarial inputs in ``ctx.artifacts`` (never in
+result.json) for the evaluators that read them later (``best_known``, ``attack_collapse``):
+
+* ``artifacts["deepfool"]["x_adv"]``: DeepFool's final inputs, (n, ...) CPU float32;
+* ``artifacts["attacks"]``: ``best_l2`` (per input the verified adversarial of smallest L2
+  norm any attack of the evaluator found, its norm, +inf where none) and ``points``
+  ((norm, ε) → per input the first verified adversarial within ε, else the last attack's
+  attempt within ε that moved the input, else the clean input).
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -16,16 +26,22 @@ import numpy as np
 import torch
 
 from bench.attacks.deepfool import ALREADY_MISCLASSIFIED, FLIPPED, NOT_FLIPPED, DeepFoolOptions, deepfool
-from bench.attacks.library import AttackInfo
+from bench.attacks.library import AttackInfo, AttackNotes, parse_budget
 from bench.attacks.methods import (NORMS, AttackMethod, attack_guard, check_eps, check_inputs, check_logits,
-                                    eps_key, get_attack, options_dict, seeded)
+                                    eps_key, get_attack, looks_like_probabilities, options_dict, seeded)
 from bench.core.errors import BenchError
-from bench.evaluation.hook import EvalContext, register_evaluator
 from bench.core.typed import from_dict
+from bench.evaluation.columns import Column
+from bench.evaluation.hook import EvalContext, register_evaluator
 
 # Relative slack when checking that a returned input lies within ε: projections in float32
 # land a few ulps outside the ball.
 BUDGET_TOLERANCE = 1e-5
+
+
+def within_budget(dist: torch.Tensor, eps: float) -> torch.Tensor:
+    """The budget test every evaluator applies (float32 projections land a few ulps outside)."""
+    return dist <= eps * (1 + BUDGET_TOLERANCE) + 1e-7
 
 
 def _number(value: float) -> float | None:
@@ -42,25 +58,35 @@ def _subset(ctx: EvalContext, max_inputs: int | None) -> tuple[torch.Tensor, tor
 
 
 @torch.no_grad()
-def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
-    """Predicted classes of ``x`` (CPU), refusing non-finite logits."""
-    preds = []
+def model_outputs(model, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
+    """The model's outputs on ``x`` (CPU), refusing non-finite values."""
+    out = []
     for start in range(0, x.shape[0], batch_size):
         logits = model(x[start:start + batch_size].to(device))
         check_logits(logits)
-        preds.append(logits.argmax(1).cpu())
-    return torch.cat(preds)
+        out.append(logits.float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
+    """Predicted classes of ``x`` (CPU), refusing non-finite logits."""
+    return model_outputs(model, x, device, batch_size).argmax(1)
 
 
 # ----- deepfool -------------------------------------------------------------------------
 
-@register_evaluator("deepfool", options=DeepFoolOptions, kind="attack")
+@register_evaluator("deepfool", options=DeepFoolOptions, kind="attack", columns=(
+    Column("rho", "ρ DeepFool", ("rho_mean",), atol=1e-4, section="robustness"),
+    Column("rho_median", "ρ DeepFool (median)", ("rho_median",), atol=1e-4, section="robustness"),
+))
 def deepfool_evaluator(ctx: EvalContext, opts: DeepFoolOptions) -> dict:
     """Our batched L2 DeepFool on the attack subset: ρ = ‖r‖₂/‖x‖₂ over correct, flipped inputs, with status counts."""
     x, y = _subset(ctx, opts.max_inputs)
     started = time.perf_counter()
     res = deepfool(ctx.model, x, y, overshoot=opts.overshoot, max_iter=opts.max_iter, candidates=opts.candidates,
                    batch_size=opts.batch_size, device=ctx.device)
+    ctx.artifacts["deepfool"] = {"x_adv": res.x_adv.float()}
     ok = res.flipped & torch.isfinite(res.rho)
     rho, norm, iters = res.rho[ok].numpy(), res.norm[ok].numpy(), res.iterations[ok].double().numpy()
 
@@ -93,20 +119,10 @@ def deepfool_evaluator(ctx: EvalContext, opts: DeepFoolOptions) -> dict:
 # ----- attacks --------------------------------------------------------------------------
 
 DEFAULT_METHODS: tuple[str, ...] = (
-    "fgsm", "pgd-linf", "pgd-l2", "apgd-ce-linf", "apgd-ce-l2", "apgd-t-linf", "apgd-t-l2",
-    "square-linf", "cw-l2", "deepfool-foolbox", "ddn-l2", "fmn-l2", "hsj-l2",
+    "fgsm", "pgd-linf", "pgd-l2", "apgd-ce-linf", "apgd-ce-l2", "apgd-dlr-linf", "apgd-dlr-l2",
+    "apgd-t-linf", "apgd-t-l2", "square-linf", "cw-l2", "deepfool-foolbox", "ddn-l2", "fmn-l2", "hsj-l2",
+    "autoattack-l2", "autoattack-linf",
 )
-
-
-def _budget(value: float | str) -> float:
-    """A budget as a number: 0.5, or a fraction written as text, '8/255'."""
-    if isinstance(value, str):
-        num, sep, den = value.partition("/")
-        try:
-            return float(num) / float(den) if sep else float(num)
-        except (ValueError, ZeroDivisionError):
-            raise ValueError(f"cannot read the budget {value!r} (use a number or a fraction like 8/255)") from None
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -125,8 +141,8 @@ class AttacksOptions:
     params: dict[str, dict[str, Any]] = field(default_factory=dict)   # per-method settings
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "eps_l2", tuple(_budget(v) for v in self.eps_l2))
-        object.__setattr__(self, "eps_linf", tuple(_budget(v) for v in self.eps_linf))
+        object.__setattr__(self, "eps_l2", tuple(parse_budget(v) for v in self.eps_l2))
+        object.__setattr__(self, "eps_linf", tuple(parse_budget(v) for v in self.eps_linf))
         if not self.methods:
             raise ValueError("methods must name at least one attack (bench list attacks)")
         if len(set(self.methods)) != len(self.methods):
@@ -136,8 +152,6 @@ class AttacksOptions:
         unknown = sorted(set(self.params) - set(self.methods))
         if unknown:
             raise ValueError(f"params names attacks not in methods: {unknown}")
-        for name in self.methods:
-            self.method_options(name)
         for norm, grid in (("L2", self.eps_l2), ("Linf", self.eps_linf)):
             for eps in grid:
                 if not (math.isfinite(eps) and eps > 0) or (norm == "Linf" and eps > 1):
@@ -145,6 +159,17 @@ class AttacksOptions:
                                      f"{' <= 1' if norm == 'Linf' else ''})")
             if len(set(grid)) != len(grid):
                 raise ValueError(f"eps_{norm.lower()} repeats a value: {list(grid)}")
+        for name in self.methods:
+            mopts = self.method_options(name)
+            only = getattr(mopts, "eps", None)
+            if only is not None:
+                spec = get_attack(name)
+                if spec.kind != "fixed_eps":
+                    raise ValueError(f"params.{name}.eps: only fixed-ε attacks take budgets")
+                outside = [e for e in only if e not in self.grid(spec.norm)]
+                if outside:
+                    raise ValueError(f"params.{name}.eps: {', '.join(f'{e:g}' for e in outside)} not in "
+                                     f"eps_{spec.norm.lower()} {[round(e, 6) for e in self.grid(spec.norm)]}")
         if self.max_inputs is not None and self.max_inputs < 1:
             raise ValueError(f"max_inputs must be >= 1, got {self.max_inputs}")
         if self.batch_size < 1 or self.curve_points < 2 or not self.curve_max > 0:
@@ -156,6 +181,11 @@ class AttacksOptions:
 
     def grid(self, norm: str) -> tuple[float, ...]:
         return self.eps_l2 if norm == "L2" else self.eps_linf
+
+    def method_grid(self, name: str, mopts: Any) -> tuple[float, ...]:
+        """The budgets a fixed-ε method runs at: its own ``eps`` subset, else the whole grid."""
+        only = getattr(mopts, "eps", None)
+        return tuple(e for e in self.grid(get_attack(name).norm) if only is None or e in only)
 
 
 def _run_method(spec: AttackMethod, model, x: torch.Tensor, y: torch.Tensor, targets: torch.Tensor,
@@ -174,23 +204,90 @@ def _run_method(spec: AttackMethod, model, x: torch.Tensor, y: torch.Tensor, tar
     return torch.cat(out) if out else x[:0].clone()
 
 
-def verify(model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor, norm: str, eps: float | None,
-           device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(success, distance, counts): re-classify the clamped adversarials and measure them."""
+@dataclass
+class Verified:
+    """An attack's returned inputs after our own checks (all on CPU, one row per input)."""
+
+    adv: torch.Tensor        # clamped to [0, 1]; the clean input where the return was not finite
+    success: torch.Tensor    # another class, finite, within the budget
+    l2: torch.Tensor         # ‖adv − x‖₂ (float64)
+    linf: torch.Tensor       # ‖adv − x‖∞ (float64)
+    within: torch.Tensor     # within the budget (always true without one)
+    counts: dict
+
+
+def verify_inputs(model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor, norm: str, eps: float | None,
+                  device: torch.device, batch_size: int) -> Verified:
+    """Re-classify the clamped adversarials and measure them in both norms."""
     finite = torch.isfinite(adv).flatten(1).all(1)
     adv = torch.where(finite.view(-1, *[1] * (adv.dim() - 1)), adv, x).clamp(0.0, 1.0)
     delta = (adv - x).flatten(1).double()
-    dist = delta.norm(dim=1) if norm == "L2" else delta.abs().amax(1)
+    l2, linf = delta.norm(dim=1), delta.abs().amax(1)
+    dist = l2 if norm == "L2" else linf
     pred = predict(model, adv, device, batch_size) if adv.shape[0] else y.clone()
     fooled = finite & (pred != y)
-    within = torch.ones_like(fooled) if eps is None else dist <= eps * (1 + BUDGET_TOLERANCE) + 1e-7
+    within = torch.ones_like(fooled) if eps is None else within_budget(dist, eps)
     counts = {"n_over_budget": int((fooled & ~within).sum()), "n_nonfinite": int((~finite).sum())}
-    return fooled & within, dist, counts
+    return Verified(adv, fooled & within, l2, linf, within, counts)
 
 
-@register_evaluator("attacks", options=AttacksOptions, kind="attack")
+def verify(model, x: torch.Tensor, y: torch.Tensor, adv: torch.Tensor, norm: str, eps: float | None,
+           device: torch.device, batch_size: int) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(success, distance in ``norm``, counts) of :func:`verify_inputs`."""
+    v = verify_inputs(model, x, y, adv, norm, eps, device, batch_size)
+    return v.success, (v.l2 if norm == "L2" else v.linf), v.counts
+
+
+def _rounded(values: torch.Tensor) -> list[float]:
+    # 7 significant digits: float32 inputs measure no finer, and result.json stays small
+    return [float(f"{v:.7g}") for v in values.tolist()]
+
+
+class _Artifacts:
+    """The adversarial inputs later evaluators read (``ctx.artifacts["attacks"]``)."""
+
+    def __init__(self, x: torch.Tensor, grids: dict[str, tuple[float, ...]]) -> None:
+        n = x.shape[0]
+        self.best_l2 = torch.full((n,), math.inf, dtype=torch.float64)
+        self.best_l2_adv = x.clone()
+        self.best_l2_source: list[str | None] = [None] * n
+        self.points = {(norm, eps): x.clone() for norm, grid in grids.items() for eps in grid}
+        self.point_found = {key: torch.zeros(n, dtype=torch.bool) for key in self.points}
+
+    def add(self, targets: torch.Tensor, v: Verified, source: str, at: tuple[str, float] | None) -> None:
+        better = v.success & (v.l2 < self.best_l2[targets])
+        rows = targets[better]
+        self.best_l2[rows] = v.l2[better]
+        self.best_l2_adv[rows] = v.adv[better]
+        for i in rows.tolist():
+            self.best_l2_source[i] = source
+        if at is not None:
+            found = self.point_found[at]
+            open_ = ~found[targets]
+            # the first verified adversarial wins; until one is found, the latest attempt within ε
+            # that moved the input (APGD and AutoAttack hand back the clean input where they fail)
+            take = open_ & v.within & (v.l2 > 0)
+            self.points[at][targets[take]] = v.adv[take]
+            found[targets[open_ & v.success]] = True
+
+    def as_dict(self) -> dict:
+        return {"best_l2": self.best_l2, "best_l2_adv": self.best_l2_adv, "best_l2_source": self.best_l2_source,
+                "points": self.points, "point_found": self.point_found}
+
+
+def _autoattack_summary(notes: dict, m: int) -> dict:
+    """AutoAttack's notes of one ε as stored: flags, messages, robust accuracy after each attack."""
+    return {"flags": notes.get("flags", {}), "messages": notes.get("messages", []),
+            "robust_accuracy_after": {name: count / m for name, count in notes.get("robust_after", {}).items()}}
+
+
+@register_evaluator("attacks", options=AttacksOptions, kind="attack", columns=(
+    Column("ra:{0}:{1}", "RA {0} ε={1} (%)", ("robust_accuracy", "*", "*"), fmt="pct", atol=0.01, rtol=0,
+           section="robustness"),
+    Column("minnorm:{0}", "{0} median min-norm", ("min_norm", "*", "median_norm"), atol=1e-4, section="robustness"),
+))
 def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
-    """torchattacks/foolbox attacks at the suite's ε grids: worst-case robust accuracy, min-norm medians and curves."""
+    """torchattacks/foolbox/AutoAttack attacks at the suite's ε grids: worst-case robust accuracy, min-norm medians and curves."""
     x, y = _subset(ctx, opts.max_inputs)
     check_inputs(x, "attack inputs")
     n, dim = x.shape[0], x[0].numel()
@@ -201,45 +298,80 @@ def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
             check_eps(norm, eps, dim)
     model, device = ctx.model, ctx.device
     with attack_guard(model):
-        clean_pred = predict(model, x, device, opts.batch_size)
-        with torch.no_grad():
-            num_classes = int(model(x[:1].to(device)).shape[1])
+        outputs = model_outputs(model, x, device, opts.batch_size)
+    clean_pred = outputs.argmax(1)
+    num_classes = int(outputs.shape[1])
+    too_few = [f"{name} needs at least {spec.min_classes}" for name, spec, _ in methods
+               if num_classes < spec.min_classes]
+    if too_few:
+        raise BenchError(f"the model has {num_classes} classes: {'; '.join(too_few)} (drop it from attacks.methods)")
+    probabilities = looks_like_probabilities(outputs)
     correct = clean_pred == y
     info = AttackInfo(num_classes=num_classes, seed=opts.seed, device=device)
-    broken = {norm: {eps: torch.zeros(n, dtype=torch.bool) for eps in opts.grid(norm)} for norm in norms}
+    grids = {norm: opts.grid(norm) for norm in norms}
+    broken = {norm: {eps: torch.zeros(n, dtype=torch.bool) for eps in grids[norm]} for norm in norms}
+    artifacts = _Artifacts(x, grids)
     per_attack: dict[str, dict] = {}
     min_norm: dict[str, dict] = {}
+    deviations: list[str] = []
     curve_eps = np.linspace(0.0, opts.curve_max, opts.curve_points)
 
     for name, spec, mopts in methods:
         m = n if getattr(mopts, "max_inputs", None) is None else min(n, mopts.max_inputs)
         targets = correct[:m].nonzero().squeeze(1)
         entry: dict[str, Any] = {"norm": spec.norm, "kind": spec.kind, "library": spec.library,
-                                 "linearisation": spec.linearisation, "n_inputs": m,
+                                 "linearisation": spec.linearisation, "loss": spec.loss, "n_inputs": m,
                                  "n_attacked": int(targets.numel()), "settings": options_dict(mopts)}
+        # departures from a reference configuration (AutoAttack's standard version declares
+        # one), and any method run on part of the ε grid
+        own = []
+        if hasattr(mopts, "deviations"):
+            own += mopts.deviations(num_classes)
+            if m < n:
+                own.append(f"first {m} of the {n} attack inputs")
+        if spec.kind == "fixed_eps" and getattr(mopts, "eps", None) is not None:
+            own.append(f"run at ε = {', '.join(f'{e:g}' for e in opts.method_grid(name, mopts))} only "
+                       f"(grid: {', '.join(f'{e:g}' for e in grids[spec.norm])})")
+        if own:
+            entry["deviations"] = own
+            deviations += [f"{name}: {d}" for d in own]
         started = time.perf_counter()
         if spec.kind == "fixed_eps":
-            entry["robust_accuracy"], entry["success_rate"] = {}, {}
+            entry["robust_accuracy"], entry["success_rate"], entry["successes"] = {}, {}, {}
             entry["n_over_budget"] = entry["n_nonfinite"] = 0
-            for eps in opts.grid(spec.norm):
-                adv = _run_method(spec, model, x, y, targets, eps, mopts, info, opts.batch_size)
-                ok, _, counts = verify(model, x[targets], y[targets], adv, spec.norm, eps, device, opts.batch_size)
+            for eps in opts.method_grid(name, mopts):
+                notes = AttackNotes()
+                adv = _run_method(spec, model, x, y, targets, eps, mopts,
+                                  dataclasses.replace(info, notes=notes), opts.batch_size)
+                v = verify_inputs(model, x[targets], y[targets], adv, spec.norm, eps, device, opts.batch_size)
+                artifacts.add(targets, v, f"{name}@{eps_key(eps)}", (spec.norm, eps))
+                ok = v.success
                 success = torch.zeros(n, dtype=torch.bool)
                 success[targets[ok]] = True
                 broken[spec.norm][eps] |= success
                 key = eps_key(eps)
                 entry["robust_accuracy"][key] = float((correct[:m] & ~success[:m]).double().mean())
                 entry["success_rate"][key] = float(ok.double().mean()) if ok.numel() else None
-                entry["n_over_budget"] += counts["n_over_budget"]
-                entry["n_nonfinite"] += counts["n_nonfinite"]
+                # per input, for the per-input worst case of later evaluators: which inputs
+                # this attack broke at ε, and the size of each verified adversarial
+                entry["successes"][key] = {"index": targets[ok].tolist(), "l2": _rounded(v.l2[ok]),
+                                           "linf": _rounded(v.linf[ok])}
+                entry["n_over_budget"] += v.counts["n_over_budget"]
+                entry["n_nonfinite"] += v.counts["n_nonfinite"]
+                if notes.values:
+                    entry.setdefault("notes", {})[key] = _autoattack_summary(notes.values, m)
         else:
             adv = _run_method(spec, model, x, y, targets, None, mopts, info, opts.batch_size)
-            ok, dist, counts = verify(model, x[targets], y[targets], adv, spec.norm, None, device, opts.batch_size)
+            v = verify_inputs(model, x[targets], y[targets], adv, spec.norm, None, device, opts.batch_size)
+            artifacts.add(targets, v, name, None)
+            ok = v.success
             norms_i = torch.full((n,), math.nan, dtype=torch.float64)
-            norms_i[targets[ok]] = dist[ok]
+            norms_i[targets[ok]] = (v.l2 if spec.norm == "L2" else v.linf)[ok]
+            linf_i = torch.full((n,), math.nan, dtype=torch.float64)
+            linf_i[targets[ok]] = v.linf[ok]
             found = torch.isfinite(norms_i)
-            for eps in opts.grid(spec.norm) if spec.norm in broken else ():
-                broken[spec.norm][eps] |= found & (norms_i <= eps)
+            for eps in grids.get(spec.norm, ()):
+                broken[spec.norm][eps] |= found & within_budget(norms_i, eps)
             # median over the correct inputs, a failure counting as an infinite norm: the ε at
             # which this attack's robust accuracy falls to half the clean accuracy
             attacked = torch.where(found, norms_i, torch.full_like(norms_i, math.inf))[targets]
@@ -248,21 +380,27 @@ def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
                      for e in curve_eps]
             successes = norms_i[found].numpy()
             entry.update({
-                "n_success": int(found.sum()), "n_nonfinite": counts["n_nonfinite"],
+                "n_success": int(found.sum()), "n_nonfinite": v.counts["n_nonfinite"],
                 "median_norm": median,
                 "median_norm_successes": _number(np.median(successes)) if successes.size else None,
                 "mean_norm_successes": _number(np.mean(successes)) if successes.size else None,
                 "curve": curve,
                 "per_input_norm": [_number(v) for v in norms_i[:m].tolist()],
+                "per_input_linf": [_number(v) for v in linf_i[:m].tolist()],
             })
             min_norm[name] = {"median_norm": median, "curve": curve}
         entry["wall_s"] = time.perf_counter() - started
         per_attack[name] = entry
 
-    robust = {norm: {eps_key(eps): float((correct & ~broken[norm][eps]).double().mean()) for eps in opts.grid(norm)}
+    ctx.artifacts["attacks"] = artifacts.as_dict()
+    robust = {norm: {eps_key(eps): float((correct & ~broken[norm][eps]).double().mean()) for eps in grids[norm]}
               for norm in norms}
     return {"robust_accuracy": robust, "per_attack": per_attack, "min_norm": min_norm,
             "clean_accuracy": float(correct.double().mean()), "n_inputs": n, "num_classes": num_classes,
-            "methods": list(opts.methods), "seed": opts.seed,
+            "misclassified": (~correct).nonzero().squeeze(1).tolist(),
+            "eps": {norm: list(grids[norm]) for norm in norms},
+            "outputs_are_probabilities": probabilities,
+            "deviations": deviations,
+            "methods": list(opts.methods), "seed": opts.seed, "batch_size": opts.batch_size,
             "worst_case": "per input, over every attack run at that norm: fixed-ε attacks at ε, "
                           "minimum-norm attacks whose verified norm is <= ε"}

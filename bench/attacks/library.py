@@ -15,12 +15,20 @@ noise initialisation aborts the whole batch when it fails on one input).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
 from bench.attacks.methods import register_attack
 from bench.core.errors import BenchError
+
+
+@dataclass
+class AttackNotes:
+    """What a method reports beside its adversarials (e.g. AutoAttack's own checks); the
+    evaluator stores it in the method's entry. One per (method, ε) call."""
+
+    values: dict = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -30,15 +38,34 @@ class AttackInfo:
     num_classes: int
     seed: int
     device: torch.device
+    notes: AttackNotes | None = None   # where a method may report extra facts (None: nowhere)
 
 
 @dataclass(frozen=True)
 class MethodOptions:
     max_inputs: int | None = None   # attack only the first N inputs of the subset (None: all)
+    # fixed-ε methods: run only at these budgets of the suite's grid (None: the whole grid);
+    # a trim that the result records as a deviation
+    eps: tuple[float | str, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.max_inputs is not None and self.max_inputs < 1:
             raise ValueError(f"max_inputs must be >= 1, got {self.max_inputs}")
+        if self.eps is not None:
+            if not self.eps:
+                raise ValueError("eps must name at least one budget of the grid (or be null for all)")
+            object.__setattr__(self, "eps", tuple(parse_budget(v) for v in self.eps))
+
+
+def parse_budget(value: float | str) -> float:
+    """A budget as a number: 0.5, or a fraction written as text, '8/255'."""
+    if isinstance(value, str):
+        num, sep, den = value.partition("/")
+        try:
+            return float(num) / float(den) if sep else float(num)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"cannot read the budget {value!r} (use a number or a fraction like 8/255)") from None
+    return float(value)
 
 
 def _need_images(x: torch.Tensor, name: str) -> None:
@@ -60,7 +87,7 @@ class FGSMOptions(MethodOptions):
     pass
 
 
-@register_attack("fgsm", norm="Linf", kind="fixed_eps", library="torchattacks", options=FGSMOptions)
+@register_attack("fgsm", norm="Linf", kind="fixed_eps", library="torchattacks", options=FGSMOptions, loss="ce")
 def fgsm(model, x, y, eps, opts: FGSMOptions, info: AttackInfo):
     """FGSM (Goodfellow et al., ICLR 2015): x + ε·sign(∇ CE), one step, L∞."""
     import torchattacks
@@ -83,7 +110,7 @@ def _alpha(opts: PGDOptions, eps: float) -> float:
     return opts.step_size if opts.step_size is not None else 2.5 * eps / opts.steps
 
 
-@register_attack("pgd-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=PGDOptions)
+@register_attack("pgd-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=PGDOptions, loss="ce")
 def pgd_linf(model, x, y, eps, opts: PGDOptions, info: AttackInfo):
     """PGD (Madry et al., ICLR 2018), L∞: signed CE-gradient steps projected on the ε-ball. Defaults: 20 steps of 2.5·ε/20, random start."""
     import torchattacks
@@ -92,7 +119,7 @@ def pgd_linf(model, x, y, eps, opts: PGDOptions, info: AttackInfo):
                             random_start=opts.random_start)(x, y)
 
 
-@register_attack("pgd-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=PGDOptions)
+@register_attack("pgd-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=PGDOptions, loss="ce")
 def pgd_l2(model, x, y, eps, opts: PGDOptions, info: AttackInfo):
     """PGD (Madry et al., ICLR 2018), L2: normalised CE-gradient steps projected on the ε-ball. Defaults: 20 steps of 2.5·ε/20, random start."""
     import torchattacks
@@ -132,28 +159,53 @@ def _apgd_t(model, x, y, eps, opts, info, norm):
                               seed=info.seed, n_classes=targets + 1)(x, y)
 
 
-@register_attack("apgd-ce-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=APGDOptions)
+@register_attack("apgd-ce-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=APGDOptions,
+                 loss="ce")
 def apgd_ce_linf(model, x, y, eps, opts, info):
     """APGD-CE (Croce & Hein, ICML 2020; AutoAttack), L∞: step-size-adaptive PGD on CE. Defaults: 20 steps, 1 restart."""
     return _apgd_ce(model, x, y, eps, opts, info, "Linf")
 
 
-@register_attack("apgd-ce-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=APGDOptions)
+@register_attack("apgd-ce-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=APGDOptions,
+                 loss="ce")
 def apgd_ce_l2(model, x, y, eps, opts, info):
     """APGD-CE (Croce & Hein, ICML 2020; AutoAttack), L2. Defaults: 20 steps, 1 restart."""
     return _apgd_ce(model, x, y, eps, opts, info, "L2")
 
 
-@register_attack("apgd-t-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=APGDOptions)
+@register_attack("apgd-t-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=APGDOptions,
+                 loss="margin", min_classes=4)
 def apgd_t_linf(model, x, y, eps, opts, info):
     """APGD-T (Croce & Hein, ICML 2020; AutoAttack), L∞: targeted DLR loss over the top classes. Defaults: 20 steps, 9 targets."""
     return _apgd_t(model, x, y, eps, opts, info, "Linf")
 
 
-@register_attack("apgd-t-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=APGDOptions)
+@register_attack("apgd-t-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=APGDOptions,
+                 loss="margin", min_classes=4)
 def apgd_t_l2(model, x, y, eps, opts, info):
     """APGD-T (Croce & Hein, ICML 2020; AutoAttack), L2: targeted DLR loss. Defaults: 20 steps, 9 targets."""
     return _apgd_t(model, x, y, eps, opts, info, "L2")
+
+
+def _apgd_dlr(model, x, y, eps, opts, info, norm):
+    import torchattacks
+    _need_images(x, f"apgd-dlr-{norm.lower()}")
+    return torchattacks.APGD(model, norm=norm, eps=eps, steps=opts.steps, n_restarts=opts.restarts,
+                             seed=info.seed, loss="dlr")(x, y)
+
+
+@register_attack("apgd-dlr-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=APGDOptions,
+                 loss="margin", min_classes=3)
+def apgd_dlr_linf(model, x, y, eps, opts, info):
+    """APGD-DLR (Croce & Hein, ICML 2020), L∞: APGD on the margin loss −(f_y − max_{k≠y} f_k)/(f_π1 − f_π3), invariant to the logits' scale. Defaults: 20 steps, 1 restart."""
+    return _apgd_dlr(model, x, y, eps, opts, info, "Linf")
+
+
+@register_attack("apgd-dlr-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=APGDOptions,
+                 loss="margin", min_classes=3)
+def apgd_dlr_l2(model, x, y, eps, opts, info):
+    """APGD-DLR (Croce & Hein, ICML 2020), L2: APGD on the scale-invariant DLR margin loss. Defaults: 20 steps, 1 restart."""
+    return _apgd_dlr(model, x, y, eps, opts, info, "L2")
 
 
 @dataclass(frozen=True)
@@ -174,13 +226,15 @@ def _square(model, x, y, eps, opts, info, norm):
                                p_init=opts.p_init, seed=info.seed)(x, y)
 
 
-@register_attack("square-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=SquareOptions)
+@register_attack("square-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=SquareOptions,
+                 loss="margin")
 def square_linf(model, x, y, eps, opts, info):
     """Square attack (Andriushchenko et al., ECCV 2020; AutoAttack), L∞, score-based (no gradients). Defaults: 1,000 queries, p_init 0.8."""
     return _square(model, x, y, eps, opts, info, "Linf")
 
 
-@register_attack("square-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=SquareOptions)
+@register_attack("square-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=SquareOptions,
+                 loss="margin")
 def square_l2(model, x, y, eps, opts, info):
     """Square attack (Andriushchenko et al., ECCV 2020), L2, score-based. Defaults: 1,000 queries, p_init 0.8."""
     return _square(model, x, y, eps, opts, info, "L2")
@@ -202,7 +256,7 @@ class CWOptions(MethodOptions):
             raise ValueError(f"cw-l2: kappa must be >= 0, got {self.kappa}")
 
 
-@register_attack("cw-l2", norm="L2", kind="min_norm", library="torchattacks", options=CWOptions)
+@register_attack("cw-l2", norm="L2", kind="min_norm", library="torchattacks", options=CWOptions, loss="margin")
 def cw_l2(model, x, y, eps, opts: CWOptions, info: AttackInfo):
     """Carlini & Wagner L2 (IEEE S&P 2017): min ‖δ‖² + c·max(f_y − max_{k≠y} f_k, −κ) in tanh space. Defaults: c 1, κ 0, 100 Adam steps, lr 0.01.
 

@@ -1,4 +1,8 @@
-"""The ``masking`` evaluator: does DeepFool overstate robustness (gradient masking)?
+"""The ``masking`` evaluator (deprecated): does DeepFool overstate robustness (gradient masking)?
+
+Superseded by the ``reliability`` evaluator's ``deepfool_overstatement`` check, which
+compares DeepFool with the best-known perturbation of every attack; kept so that suites
+and results that name it still load (digits-ci).
 
 DeepFool's norm is only an upper bound on the minimal perturbation, found by following
 linearisations; a flat (e.g. collapsed) latent space can flatten input gradients and make
@@ -93,7 +97,7 @@ def masking_check(deepfool_result: dict, attacks_result: dict, opts: MaskingOpti
 
 @register_evaluator("masking", options=MaskingOptions, kind="attack", requires=("deepfool", "attacks"))
 def masking_evaluator(ctx: EvalContext, opts: MaskingOptions) -> dict:
-    """Gradient-masking cross-check: how often other minimum-norm attacks beat DeepFool by > margin."""
+    """Deprecated (use reliability): how often other minimum-norm attacks beat DeepFool by > margin."""
     missing = [name for name in ("deepfool", "attacks") if name not in ctx.results]
     if missing:
         raise BenchError(f"masking needs the {' and '.join(missing)} evaluator(s) listed before it "

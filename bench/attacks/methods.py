@@ -39,26 +39,40 @@ class AttackMethod:
     kind: str                      # "fixed_eps" or "min_norm"
     library: str                   # "bench", "torchattacks" or "foolbox"
     options: type                  # frozen dataclass of the method's settings
-    linearisation: bool = False    # True for DeepFool variants: excluded from the masking check
+    linearisation: bool = False    # True for DeepFool variants (the overstatement check's subject)
+    loss: str = ""                 # "ce" (cross-entropy), "margin" (DLR / C&W margin), "" (other or mixed)
+    min_classes: int = 2           # fewer classes: refused before any attack runs
     doc: str = ""
 
 
 ATTACKS: Registry[AttackMethod] = Registry("attack", entry_point_group="lpc_bench.attacks")
 
 
+LOSSES = ("ce", "margin", "")
+
+
 def register_attack(name: str, *, norm: str, kind: str, library: str, options: type,
-                    linearisation: bool = False):
-    """Decorator registering ``fn(model, x, y, eps, opts) -> x_adv`` under ``name``."""
+                    linearisation: bool = False, loss: str = "", min_classes: int = 2):
+    """Decorator registering ``fn(model, x, y, eps, opts, info) -> x_adv`` under ``name``.
+
+    ``loss`` says which loss a gradient attack follows ("ce" or "margin"): the reliability
+    check compares the two at the same ε (a CE attack far weaker than a margin attack
+    signals a masked cross-entropy). ``min_classes``: the fewest classes it can attack
+    (targeted DLR needs 4), checked before any attack of the evaluator runs.
+    """
     if norm not in NORMS:
         raise ValueError(f"attack {name}: norm must be one of {NORMS}, got {norm!r}")
     if kind not in ("fixed_eps", "min_norm"):
         raise ValueError(f"attack {name}: kind must be 'fixed_eps' or 'min_norm', got {kind!r}")
     if not dataclasses.is_dataclass(options):
         raise TypeError(f"attack {name}: options must be a dataclass")
+    if loss not in LOSSES:
+        raise ValueError(f"attack {name}: loss must be one of {LOSSES}, got {loss!r}")
 
     def decorator(fn):
         doc = (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
-        ATTACKS.add(name, AttackMethod(name, fn, norm, kind, library, options, linearisation, doc))
+        ATTACKS.add(name, AttackMethod(name, fn, norm, kind, library, options, linearisation, loss,
+                                       min_classes, doc))
         return fn
     return decorator
 
@@ -89,6 +103,16 @@ def check_inputs(x: torch.Tensor, where: str = "attack inputs") -> None:
 def check_logits(logits: torch.Tensor, where: str = "the model") -> None:
     if not bool(torch.isfinite(logits).all()):
         raise BenchError(f"{where} returned non-finite logits (NaN or inf); cannot attack it")
+
+
+def looks_like_probabilities(outputs: torch.Tensor, tol: float = 1e-5) -> bool:
+    """True when every row lies in [0, 1] and sums to 1: the model returns probabilities,
+    not logits, and every loss built on logits (CE, DLR, C&W) is then the wrong one
+    (the test AutoAttack's ``check_range_output`` applies, with the same tolerance)."""
+    if outputs.numel() == 0:
+        return False
+    out = outputs.detach().double()
+    return bool(out.max() < 1 + tol and out.min() > -tol and ((out.sum(-1) - 1).abs() < tol).all())
 
 
 def check_eps(norm: str, eps: float, input_numel: int) -> None:

@@ -1,10 +1,12 @@
 """``bench attack --runs DIR [--attacks …]``: attack already-trained runs, no retraining.
 
-``--attacks`` takes evaluator names (deepfool, attacks, masking) and/or attack-method
-names (pgd-linf, fmn-l2, …; see ``bench list attacks``); method names run through the
-``attacks`` evaluator with just those methods. Default: the suite's attack evaluators,
-or all three when the suite lists none. The evaluations are merged into each run's
-result.json (atomically; other entries are kept).
+``--attacks`` takes evaluator names (deepfool, attacks, best_known, reliability,
+attack_collapse, …) and/or attack-method names (pgd-linf, fmn-l2, …; see ``bench list
+attacks``); method names run through the ``attacks`` evaluator with just those methods.
+The evaluators a requested one needs (its ``requires``) are added and everything runs in
+dependency order. Default: the suite's attack evaluators, or DEFAULT when the suite lists
+none. The evaluations are merged into each run's result.json (atomically; other entries
+are kept).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from pathlib import Path
 
 from bench.core.errors import BenchError
 
-ORDER = ("deepfool", "attacks", "masking")
+DEFAULT = ("deepfool", "attacks", "best_known", "reliability", "attack_collapse")
 
 
 def add_arguments(subparsers) -> None:
@@ -24,7 +26,8 @@ def add_arguments(subparsers) -> None:
     parser.add_argument("--runs", required=True, help="a runs root or one run directory")
     parser.add_argument("--suite", help="only runs of this suite (needed when --runs mixes suites)")
     parser.add_argument("--attacks", nargs="+", metavar="NAME",
-                        help="evaluators (deepfool, attacks, masking) and/or attack methods (bench list attacks)")
+                        help="attack evaluators (bench list attacks: deepfool, attacks, best_known, reliability, …) "
+                             "and/or attack methods")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the suite's)")
     parser.add_argument("--threads", type=int, default=0,
                         help="CPU threads for torch (default: torch's; 1 is fastest on a busy machine)")
@@ -39,7 +42,7 @@ def plan_evaluators(requested: list[str] | None, suite_evaluators: tuple[str, ..
     from bench.evaluation.hook import EVALUATORS
     attack_evaluators = [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "attack"]
     if not requested:
-        chosen = [n for n in suite_evaluators if n in attack_evaluators] or list(ORDER)
+        chosen = [n for n in suite_evaluators if n in attack_evaluators] or list(DEFAULT)
         return _ordered(chosen), {}
     evaluators, methods = [], []
     for name in requested:
@@ -60,15 +63,23 @@ def plan_evaluators(requested: list[str] | None, suite_evaluators: tuple[str, ..
         base["methods"] = methods
         base["params"] = {k: v for k, v in base.get("params", {}).items() if k in methods}
         settings["attacks"] = base
-    if "masking" in evaluators:  # it compares the other two: run them first
-        evaluators += ["deepfool", "attacks"]
     return _ordered(evaluators), settings
 
 
 def _ordered(names) -> tuple[str, ...]:
-    unique = list(dict.fromkeys(names))
-    rank = {n: i for i, n in enumerate(ORDER)}
-    return tuple(sorted(unique, key=lambda n: rank.get(n, len(ORDER))))
+    """``names`` with the evaluators they require, each after its requirements (stable otherwise)."""
+    from bench.evaluation.hook import EVALUATORS
+    out: list[str] = []
+
+    def visit(name: str) -> None:
+        if name not in out:
+            for needed in EVALUATORS.get(name).requires:
+                visit(needed)
+            out.append(name)
+
+    for name in dict.fromkeys(names):
+        visit(name)
+    return tuple(out)
 
 
 def cmd_attack(args: argparse.Namespace) -> int:

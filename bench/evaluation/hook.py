@@ -10,7 +10,8 @@ An evaluator is registered with a typed options dataclass (its settings in the s
 It returns a JSON-able dict stored under ``result.json["evaluations"][name]``. The
 harness owns the side effects: the model is in eval mode on ``ctx.device``, parameter
 gradients are zeroed after each evaluator, and evaluators run in the suite's order
-(so a later one can read ``ctx.results`` of an earlier one).
+(so a later one can read ``ctx.results`` of an earlier one, and ``ctx.artifacts`` for
+what is not JSON, such as adversarial inputs).
 """
 from __future__ import annotations
 
@@ -40,6 +41,9 @@ class EvalContext:
     latent_name: str = "z"                 # "z" (penultimate layer) or "h" (backbone features)
     results: dict[str, dict] = field(default_factory=dict)
     quiet: bool = True
+    # non-JSON hand-over between evaluators of one session (e.g. adversarial inputs, keyed by
+    # the evaluator that made them); never written to result.json
+    artifacts: dict[str, Any] = field(default_factory=dict)
 
     def test_inputs(self, indices: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Test inputs in [0, 1] (float32, on CPU) and labels; default: the attack subset."""
