@@ -103,7 +103,7 @@ def cmd_run(args) -> int:
     # early, in one line, if they cannot fit in the device's memory
     from bench.training.estimate import preflight
     if suite.executor.kind != "slurm":  # the submitting host's device says nothing about the nodes'
-        preflight(suite, runs, out)
+        preflight(suite, runs, out, retry_failed=args.retry_failed, estimate_only=args.estimate_only)
     if args.estimate_only:
         return 0
     executor = make_executor(suite.executor, out, quiet=args.quiet, wait=not args.no_wait)
