@@ -13,7 +13,9 @@ def failure_text(outcome) -> str:
     kind = failure.get("kind", "failed")
     reason = failure.get("reason", "no reason recorded")
     epoch = failure.get("epoch")
-    return f"{kind}: {reason}" + (f" (epoch {epoch})" if epoch is not None else "")
+    if epoch is not None:
+        return f"{kind}: {reason} (epoch {epoch})"
+    return f"{kind}: {reason}" + (" (in the evaluation)" if failure.get("stage") == "evaluation" else "")
 
 
 def _number(value) -> float | None:

@@ -182,7 +182,7 @@ def record_lost_run(task: RunTask, kind: str, reason: str, wall_s: float = 0.0, 
     from bench.core import io
     from bench.core.locks import RunLock, holder
     from bench.runs.folder import RESULT_SCHEMA
-    from bench.training.trainer import RunOutcome
+    from bench.training.trainer import RunOutcome, running_epoch
 
     run_dir = task.run_dir
     result_path = run_dir / "result.json"
@@ -193,8 +193,8 @@ def record_lost_run(task: RunTask, kind: str, reason: str, wall_s: float = 0.0, 
         if result_path.exists():
             result = io.read_json(result_path)
             return RunOutcome(task.spec, "done" if result.get("status") == "done" else "failed", result)
-        rows = io.read_jsonl(run_dir / "log.jsonl")
-        failure = {"kind": kind, "reason": reason, "epoch": rows[-1]["epoch"] if rows else None, **(extra or {})}
+        epoch, stage = running_epoch(io.read_jsonl(run_dir / "log.jsonl"), task.suite.recipe.epochs)
+        failure = {"kind": kind, "reason": reason, "epoch": epoch, "stage": stage, **(extra or {})}
         result = {"schema": RESULT_SCHEMA, **task.spec.as_dict(), "status": "failed", "failure": failure}
         io.atomic_write_json(result_path, result)
         return RunOutcome(task.spec, "failed", result, wall_s)
