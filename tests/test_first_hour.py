@@ -75,7 +75,7 @@ def test_a_sweep_whose_stdout_is_not_a_terminal_prints_one_line_per_finished_run
     for m in lines:  # the numbers on the line are the run's own
         result = results[m[3]]
         assert m[4] == f"{100 * result['test_acc']:.2f}"
-        assert m[5] == f"{result['evaluations']['deepfool']['rho_mean']:.3g}"
+        assert m[5] == f"{result['evaluations']['deepfool']['rho_mean']:#.3g}"
     assert "Traceback" not in proc.stderr
 
 

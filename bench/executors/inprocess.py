@@ -45,10 +45,10 @@ def outcome_line(outcome, finished: int, total: int) -> str:
     evaluations = result.get("evaluations") or {}
     rho = _number((evaluations.get("deepfool") or {}).get("rho_mean"))
     if rho is not None:
-        numbers.append(f"DeepFool ρ {rho:.3g}")
+        numbers.append(f"DeepFool ρ {rho:#.3g}")
     best = _number((evaluations.get("best_known") or {}).get("rho_best_mean"))
     if best is not None:
-        numbers.append(f"best-known ρ {best:.3g}")
+        numbers.append(f"best-known ρ {best:#.3g}")
     return f"{head}: done{took}" + (f"; {', '.join(numbers)}" if numbers else "")
 
 
