@@ -355,3 +355,11 @@ def test_check_against_a_runs_tree_of_another_configuration_is_one_error_line(tm
     assert other.returncode == 2 and "Traceback" not in other.stderr
     (line,) = other.stderr.strip().splitlines()
     assert line.startswith("error: ") and "different configuration" in line and "epochs" in line, line
+
+
+def test_estimate_only_for_slurm_says_why_there_is_no_estimate(tmp_path, capsys):
+    from bench.cli.main import main
+    assert main(["run", "--executor", "slurm", "--estimate-only", "--out", str(tmp_path / "runs")]) == 0
+    (line,) = capsys.readouterr().out.strip().splitlines()
+    assert line.startswith("estimate: not measured for --executor slurm")
+    assert not (tmp_path / "runs").exists()
