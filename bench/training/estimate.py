@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import resource
 import sys
 import time
@@ -131,8 +132,8 @@ def checkpoint_epoch(run_dir: Path) -> int:
     for mmap in (True, False):  # mmap: the epoch without reading every weight
         try:
             return int(torch.load(path, map_location="cpu", weights_only=True, mmap=mmap).get("epoch", 0))
-        except Exception:  # unreadable: the run starts over (or fails); count every epoch
-            continue
+        except (OSError, RuntimeError, ValueError, EOFError, AttributeError, pickle.UnpicklingError):
+            continue  # unreadable: the run starts over (or fails); count every epoch
     return 0
 
 
