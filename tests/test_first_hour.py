@@ -363,3 +363,19 @@ def test_estimate_only_for_slurm_says_why_there_is_no_estimate(tmp_path, capsys)
     (line,) = capsys.readouterr().out.strip().splitlines()
     assert line.startswith("estimate: not measured for --executor slurm")
     assert not (tmp_path / "runs").exists()
+
+
+def test_an_evaluator_that_fails_on_an_untrained_model_does_not_stop_the_estimate(tmp_path, tiny_suite):
+    from bench.evaluation.hook import EVALUATORS, register_evaluator
+
+    @register_evaluator("probe_fragile", kind="metric")
+    def probe_fragile(ctx, opts):
+        raise ValueError("needs a trained model")
+    try:
+        suite = tiny_suite("evaluation.evaluators=[probe_fragile]", "evaluation.settings={}", "plugins=[LPC]")
+        est = estimate.estimate_sweep(suite, [RunSpec(suite.name, "LPC", 0, suite.lrs[0])], tmp_path)
+    finally:
+        EVALUATORS.remove("probe_fragile")
+    assert est is not None and est.evaluators_s is None and est.train_s > 0
+    assert ("evaluators not included (timing them on an untrained model failed: ValueError: needs a trained "
+            "model)") in est.line(suite)

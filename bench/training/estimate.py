@@ -453,10 +453,17 @@ def estimate_sweep(suite: Suite, runs: list[RunSpec], out_root: Path,
     else:
         per_run: dict[str, float] = {}
         started = time.perf_counter()
-        for plugin, spec in first.items():
-            if per_run and time.perf_counter() - started > EVAL_PROBE_BUDGET_S:
-                break
-            per_run[plugin] = time_evaluators(suite, spec, data, device)
+        try:
+            for plugin, spec in first.items():
+                if per_run and time.perf_counter() - started > EVAL_PROBE_BUDGET_S:
+                    break
+                per_run[plugin] = time_evaluators(suite, spec, data, device)
+        except Exception as exc:  # noqa: BLE001  an estimate must never stop the sweep it describes
+            if not per_run:
+                est.evaluators_note = (f"evaluators not included (timing them on an untrained model failed: "
+                                       f"{type(exc).__name__}: {str(exc)[:120]})")
+                est.data_note = data_note
+                return _with_parallel(est, suite, pending, device)
         mean_eval = sum(per_run.values()) / len(per_run)
         est.evaluators_s = sum(per_run.get(spec.plugin, mean_eval) for spec in pending)
         n_inputs = min(suite.evaluation.subset_size, data.test_y.shape[0])
@@ -465,9 +472,12 @@ def estimate_sweep(suite: Suite, runs: list[RunSpec], out_root: Path,
                                f"scaled to {n_inputs} attack inputs; early-stopping attacks may take longer "
                                f"on a trained model")
     est.data_note = data_note
+    return _with_parallel(est, suite, pending, device)
 
-    executor = suite.executor
-    threads = suite.runtime.num_threads
+
+def _with_parallel(est: Estimate, suite: Suite, pending: list[RunSpec], device: torch.device) -> Estimate:
+    """Runs at once with a pool, where it is clear: CPU runs of a fixed thread count that fit the cores."""
+    executor, threads = suite.executor, suite.runtime.num_threads
     if (executor.kind == "pool" or executor.workers > 1) and threads and device.type == "cpu":
         est.parallel = max(1, min(executor.workers, len(pending), _cores() // threads))
     return est
