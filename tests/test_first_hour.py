@@ -342,18 +342,17 @@ def test_check_against_the_committed_runs_tree(tmp_path):
     assert re.fullmatch(r"PASSED: \d+ passed, 0 failed, 0 skipped\.", last), last
 
 
-def test_check_against_a_runs_tree_of_another_configuration_is_one_error_line(tmp_path):
-    small = ["run", "--plugins", "NoPen", "--seeds", "0", "--no-report", "--quiet",
+def test_check_against_a_runs_tree_of_another_configuration_is_one_error_line(tmp_path, capsys):
+    from bench.cli.main import main
+    small = ["run", "--plugins", "NoPen", "--seeds", "0", "--no-report", "--quiet", "--set", "plugins=[NoPen]",
              "--set", "dataset.limit_train=200", "--set", "evaluation.evaluators=[]"]
     for out, epochs in (("a", 2), ("b", 3)):
-        proc = run_cli([*small, "--out", str(tmp_path / out), "--set", f"recipe.epochs={epochs}",
-                        "--set", "plugins=[NoPen]"], tmp_path)
-        assert proc.returncode == 0, proc.stderr
-    same = run_cli(["check", "--runs", str(tmp_path / "a"), "--against", str(tmp_path / "a")], tmp_path)
-    assert same.returncode == 0 and "PASSED" in same.stdout, same.stdout + same.stderr
-    other = run_cli(["check", "--runs", str(tmp_path / "a"), "--against", str(tmp_path / "b")], tmp_path)
-    assert other.returncode == 2 and "Traceback" not in other.stderr
-    (line,) = other.stderr.strip().splitlines()
+        assert main([*small, "--out", str(tmp_path / out), "--set", f"recipe.epochs={epochs}"]) == 0
+    capsys.readouterr()
+    assert main(["check", "--runs", str(tmp_path / "a"), "--against", str(tmp_path / "a")]) == 0
+    assert "PASSED" in capsys.readouterr().out
+    assert main(["check", "--runs", str(tmp_path / "a"), "--against", str(tmp_path / "b")]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith("error: ") and "different configuration" in line and "epochs" in line, line
 
 
