@@ -7,6 +7,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from bench.training import estimate
 from bench.suites import load_suite
@@ -41,7 +42,7 @@ def test_estimate_only_prints_one_line_and_trains_nothing(tiny_cifar10, tmp_path
     (line,) = out.getvalue().strip().splitlines()
     # 2 plugins × 4 lrs, 3 epochs each; 90 training examples in batches of 16 -> 6 steps
     assert line.startswith("estimate: 8 pending run(s) of cifar10, 24 epochs × 6 steps of batch 16 on cpu ≈ ")
-    assert "evaluators not included" in line
+    assert "2 plugins timed" in line and "the suite runs no evaluators" in line
     assert not (tmp_path / "runs").exists()
 
 
@@ -54,7 +55,9 @@ def test_estimate_counts_only_remaining_epochs(tiny_cifar10, tmp_path):
     done.mkdir(parents=True)
     (done / "result.json").write_text(json.dumps({"status": "done"}))
     running.mkdir(parents=True)
-    (running / "log.jsonl").write_text('{"epoch": 0}\n')
+    # two epochs logged, the checkpoint after one: a rerun resumes (and is counted) from the checkpoint
+    (running / "log.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n')
+    torch.save({"format": 1, "epoch": 1, "model": {}, "optimizer": {}}, running / "checkpoint.pt")
     assert [estimate.epochs_left(r, tmp_path, 3) for r in runs] == [0, 2, 3, 3]
     est = estimate.estimate_sweep(suite, runs, tmp_path)
     assert est.runs == 3 and est.epochs_left == 8 and est.steps_per_epoch == 6 and est.total_s > 0

@@ -146,7 +146,8 @@ def test_exceptions_and_oom_are_recorded_as_failed_results(tmp_path, monkeypatch
     nopen = io.read_json(by_plugin["NoPen"].spec.directory(tmp_path) / "result.json")
     lpc = io.read_json(by_plugin["LPC"].spec.directory(tmp_path) / "result.json")
     assert nopen["failure"]["kind"] == "oom" and "out of memory" in nopen["failure"]["reason"]
-    assert nopen["failure"]["epoch"] == 0  # the last epoch logged before it broke
+    assert nopen["failure"]["epoch"] == 1  # the epoch that was running (epoch 0 had finished)
+    assert lpc["failure"]["epoch"] == 2 and lpc["failure"]["stage"] == "training"
     assert lpc["failure"]["kind"] == "exception" and lpc["failure"]["reason"] == "ValueError: something broke"
     assert "Traceback" in lpc["failure"]["traceback"]
     text, code = summarize(suite, outcomes, 1.0, tmp_path)

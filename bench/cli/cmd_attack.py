@@ -82,6 +82,24 @@ def _ordered(names) -> tuple[str, ...]:
     return tuple(out)
 
 
+def require_registered_plugins(records) -> None:
+    """One error line, before any work, for runs whose plugin this Python does not know
+    (trained with a plugin from a package that is not installed here, or from a module
+    that registered it in the training process only)."""
+    from registry import PLUGINS
+    missing: dict[str, list] = {}
+    for rec in records:
+        if rec.plugin not in PLUGINS:
+            missing.setdefault(rec.plugin, []).append(rec.path)
+    if not missing:
+        return
+    named = "; ".join(f"{name!r} ({len(paths)} run(s), e.g. {paths[0]})" for name, paths in missing.items())
+    raise BenchError(f"plugin(s) not registered in this Python: {named}. Install the package that provides "
+                     f"them (it registers them under the 'lpc_bench.plugins' entry point), or import the module "
+                     f"that registers them before bench runs (README: Add a regularizer); registered: "
+                     f"{', '.join(PLUGINS.names())}")
+
+
 def cmd_attack(args: argparse.Namespace) -> int:
     from bench.config.schema import Suite
     from bench.evaluation.hook import evaluator_options, load_builtin_evaluators
@@ -106,7 +124,8 @@ def cmd_attack(args: argparse.Namespace) -> int:
     if args.device:
         from bench.core.device import resolve_device
         device = resolve_device(args.device)
-    # check every run's plan (names, settings, checkpoints) before attacking any of them
+    # check every run's plan (plugins, names, settings) before attacking any of them
+    require_registered_plugins(done)
     plans = []
     for rec in done:
         suite = from_dict(Suite, {**rec.config["suite"], "description": ""})

@@ -10,6 +10,8 @@ reference (--against):
               cifar100; compares the metrics the paper reports and its shape claims
   FILE        a baseline JSON written by `bench baseline` for the same suite and suite
               configuration; compares every metric it holds
+  DIR         a runs tree holding every run of the same suite and configuration (e.g. the
+              committed leaderboards/runs): taken as the baseline `bench baseline` would write
   (default)   bench/baselines/<suite>.json
 
 rule: a (plugin, metric) passes within a per-metric tolerance floor max(rtol*|ref|, atol);
@@ -34,7 +36,8 @@ def add_arguments(subparsers) -> None:
         epilog=CHECK_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     check.add_argument("--suite", help="the suite to check (default: the only one under --runs)")
     check.add_argument("--runs", default="runs", help="runs root (default: runs/)")
-    check.add_argument("--against", help="'published' or a baseline JSON file (default: bench/baselines/<suite>.json)")
+    check.add_argument("--against", help="'published', a baseline JSON file, or a runs tree such as leaderboards/runs "
+                            "(default: bench/baselines/<suite>.json)")
     check.add_argument("--alpha", type=float, default=0.05,
                        help="family-wise significance level of the Holm-Bonferroni procedure (default: 0.05)")
     check.add_argument("--out", help="also write the table to this file")

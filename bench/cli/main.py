@@ -103,7 +103,10 @@ def cmd_run(args) -> int:
     # early, in one line, if they cannot fit in the device's memory
     from bench.training.estimate import preflight
     if suite.executor.kind != "slurm":  # the submitting host's device says nothing about the nodes'
-        preflight(suite, runs, out)
+        preflight(suite, runs, out, retry_failed=args.retry_failed, estimate_only=args.estimate_only)
+    elif args.estimate_only:
+        print("estimate: not measured for --executor slurm (this machine says nothing about the nodes' "
+              "devices); run the same command with --estimate-only and without --executor slurm on a node")
     if args.estimate_only:
         return 0
     executor = make_executor(suite.executor, out, quiet=args.quiet, wait=not args.no_wait)

@@ -11,10 +11,10 @@ orphan training a run.
 """
 from __future__ import annotations
 
+import dataclasses
 import multiprocessing as mp
 import os
 import signal
-import sys
 import time
 import traceback
 from multiprocessing.connection import wait
@@ -22,7 +22,8 @@ from typing import Iterator, Sequence
 
 from bench.core.errors import BenchError
 from bench.executors.base import Executor, RunTask
-from bench.executors.inprocess import failure_text
+from bench.core.progress import bars_enabled, progress, say
+from bench.executors.inprocess import outcome_line
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -106,7 +107,9 @@ class PoolExecutor(Executor):
         return f"pool of {self.workers} worker processes"
 
     def run(self, tasks: Sequence[RunTask]) -> Iterator:
-        queue = list(tasks)
+        # workers draw no bars of their own: several processes redrawing one terminal line
+        # garble it. The parent shows one bar of runs and prints a line per finished run.
+        queue = [dataclasses.replace(task, quiet=True) for task in tasks]
         if not queue:
             return
         ctx = mp.get_context("spawn")
@@ -114,6 +117,9 @@ class PoolExecutor(Executor):
         threads = max(1, (os.cpu_count() or 1) // n)
         workers = [_Worker(ctx, threads) for _ in range(n)]
         total, finished = len(queue), 0
+        bar = progress(total=total, quiet=self.quiet, desc=f"{queue[0].suite.name} runs", unit="run")
+        # with a bar on screen, wake up now and then so that its clock moves between runs
+        tick = 1.0 if bars_enabled(self.quiet) else None
         try:
             while True:
                 for w in workers:
@@ -122,7 +128,11 @@ class PoolExecutor(Executor):
                 active = [w for w in workers if w.task is not None]
                 if not active:
                     break
-                ready = wait([w.conn for w in active] + [w.process.sentinel for w in active])
+                bar.set_postfix_str(", ".join(w.task.spec.key for w in active), refresh=False)
+                ready = wait([w.conn for w in active] + [w.process.sentinel for w in active], timeout=tick)
+                if not ready:
+                    bar.refresh()
+                    continue
                 for i, w in enumerate(workers):
                     if w.task is None or (w.conn not in ready and w.process.sentinel not in ready):
                         continue
@@ -133,9 +143,12 @@ class PoolExecutor(Executor):
                         w.stop()
                         workers[i] = _Worker(ctx, threads) if queue else w
                     finished += 1
-                    self._report(outcome, finished, total)
+                    bar.update(1)
+                    if not self.quiet:
+                        say(outcome_line(outcome, finished, total))
                     yield outcome
         finally:
+            bar.close()
             for w in workers:
                 w.stop()
 
@@ -157,14 +170,6 @@ class PoolExecutor(Executor):
         kind, reason = _exit_description(w.process.exitcode)
         return record_lost_run(task, kind, reason, time.perf_counter() - w.started)
 
-    def _report(self, outcome, finished: int, total: int) -> None:
-        if self.quiet:
-            return
-        line = f"[{finished}/{total}] {outcome.spec.key}: {outcome.status}"
-        if outcome.status == "failed":
-            line += f" ({failure_text(outcome)})"
-        print(line, file=sys.stderr, flush=True)
-
 
 def record_lost_run(task: RunTask, kind: str, reason: str, wall_s: float = 0.0, *,
                     patience_s: float = 10.0, extra: dict | None = None):
@@ -177,7 +182,7 @@ def record_lost_run(task: RunTask, kind: str, reason: str, wall_s: float = 0.0, 
     from bench.core import io
     from bench.core.locks import RunLock, holder
     from bench.runs.folder import RESULT_SCHEMA
-    from bench.training.trainer import RunOutcome
+    from bench.training.trainer import RunOutcome, running_epoch
 
     run_dir = task.run_dir
     result_path = run_dir / "result.json"
@@ -188,8 +193,8 @@ def record_lost_run(task: RunTask, kind: str, reason: str, wall_s: float = 0.0, 
         if result_path.exists():
             result = io.read_json(result_path)
             return RunOutcome(task.spec, "done" if result.get("status") == "done" else "failed", result)
-        rows = io.read_jsonl(run_dir / "log.jsonl")
-        failure = {"kind": kind, "reason": reason, "epoch": rows[-1]["epoch"] if rows else None, **(extra or {})}
+        epoch, stage = running_epoch(io.read_jsonl(run_dir / "log.jsonl"), task.suite.recipe.epochs)
+        failure = {"kind": kind, "reason": reason, "epoch": epoch, "stage": stage, **(extra or {})}
         result = {"schema": RESULT_SCHEMA, **task.spec.as_dict(), "status": "failed", "failure": failure}
         io.atomic_write_json(result_path, result)
         return RunOutcome(task.spec, "failed", result, wall_s)

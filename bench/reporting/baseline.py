@@ -65,7 +65,14 @@ def baseline_dict(summary: SuiteSummary) -> dict:
 
 
 def write_baseline(runs_root: Path, suite: str | None, out: Path | None = None) -> Path:
-    runs_root = Path(runs_root)
+    summary = _complete_summary(Path(runs_root), suite)
+    path = Path(out) if out else default_path(summary.suite)
+    atomic_write_json(path, baseline_dict(summary))
+    return path
+
+
+def _complete_summary(runs_root: Path, suite: str | None) -> SuiteSummary:
+    """The summary of a suite's runs that can serve as a reference: every run done, one configuration."""
     summary = summarise(runs_root, suite)
     require_counted(summary, runs_root)
     if summary.not_counted:
@@ -75,21 +82,24 @@ def write_baseline(runs_root: Path, suite: str | None, out: Path | None = None) 
     mixed = mixed_configs(summary.records)
     if mixed:
         raise BenchError(f"the runs of suite {summary.suite} were made with different configurations ({mixed})")
-    path = Path(out) if out else default_path(summary.suite)
-    atomic_write_json(path, baseline_dict(summary))
-    return path
+    return summary
 
 
 def load_baseline(path: Path, summary: SuiteSummary) -> dict:
-    """Read and validate a baseline for the suite of ``summary``; one clear BenchError otherwise."""
+    """Read and validate a baseline for the suite of ``summary``; one clear BenchError otherwise.
+    ``path`` may also be a runs tree (e.g. the committed ``leaderboards/runs``): its runs of
+    the same suite are summarised into a baseline on the fly, as ``bench baseline`` would."""
     path = Path(path)
-    if not path.is_file():
+    if path.is_dir():
+        data = baseline_dict(_complete_summary(path, summary.suite))
+    elif not path.is_file():
         raise BenchError(f"baseline file {path} does not exist (write one with: bench baseline --suite "
                          f"{summary.suite} --runs DIR)")
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise BenchError(f"baseline file {path} is not readable JSON ({exc})") from None
+    else:
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise BenchError(f"baseline file {path} is not readable JSON ({exc})") from None
     if not isinstance(data, dict) or data.get("kind") != BASELINE_KIND:
         raise BenchError(f"{path} is not an lpc-bench baseline (no \"kind\": \"{BASELINE_KIND}\")")
     if data.get("schema") != BASELINE_SCHEMA:

@@ -28,12 +28,42 @@ CHECKPOINT_FORMAT = 1
 
 
 class Diverged(Exception):
-    """Training produced a non-finite loss; the run is recorded as failed."""
+    """Training produced a non-finite loss; the run is recorded as failed, naming the term."""
 
-    def __init__(self, epoch: int, reason: str) -> None:
+    def __init__(self, epoch: int, reason: str, term: str | None = None) -> None:
         super().__init__(f"epoch {epoch}: {reason}")
         self.epoch = epoch
         self.reason = reason
+        self.term = term
+
+
+def first_nonfinite(names: list[str], per_step: torch.Tensor) -> tuple[str, float, int] | None:
+    """(term, value, step) where the loss first went non-finite; None if it never did.
+
+    ``per_step`` holds one row of loss terms per step. Only the first bad step says which
+    term broke: its update carries the NaN into the weights, and from the next step on
+    every term (the cross-entropy too) is non-finite. Within that step the plugin's own
+    term is named rather than ``total``, which is only the sum of the others (a bad term
+    makes it bad too); ``total`` is named only when every term is finite but their sum is
+    not (an overflow)."""
+    bad = ~torch.isfinite(per_step)
+    rows = bad.any(dim=1).nonzero()
+    if rows.numel() == 0:
+        return None
+    step = int(rows[0])
+    columns = [i for i in range(len(names)) if bad[step, i]]
+    named = [i for i in columns if names[i] != "total"] or columns
+    return names[named[0]], float(per_step[step, named[0]]), step
+
+
+def running_epoch(rows: list[dict], total_epochs: int | None) -> tuple[int | None, str]:
+    """(epoch, stage) a run was in when it stopped, from its log (one row per finished epoch,
+    contiguous from 0): the epoch after the last logged one, or stage "evaluation" (epoch
+    None) once every epoch is logged."""
+    epoch = int(rows[-1]["epoch"]) + 1 if rows else 0
+    if total_epochs is not None and epoch >= total_epochs:
+        return None, "evaluation"
+    return epoch, "training"
 
 
 _DATA_CACHE: dict[tuple, DataSplits] = {}
@@ -161,7 +191,7 @@ def train_run(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True
         except BenchError:
             raise
         except Exception as exc:  # recorded: one broken run must not lose a sweep
-            return record_failure(spec, run_dir, exc, time.perf_counter() - started)
+            return record_failure(spec, run_dir, exc, time.perf_counter() - started, suite.recipe.epochs)
     finally:
         lock.release()
 
@@ -176,17 +206,19 @@ def failure_kind(exc: BaseException) -> str:
     return "exception"
 
 
-def record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, wall_s: float = 0.0) -> RunOutcome:
-    """Write a failed result.json for an exception raised inside a run (the caller holds its lock)."""
+def record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, wall_s: float = 0.0,
+                   total_epochs: int | None = None) -> RunOutcome:
+    """Write a failed result.json for an exception raised inside a run (the caller holds its
+    lock), with the epoch that was running (or stage "evaluation" after the last one)."""
     import traceback
     kind = failure_kind(exc)
     if kind == "oom" and torch.cuda.is_available():
         torch.cuda.empty_cache()  # let the next run of this process start clean
     rows = io.read_jsonl(run_dir / "log.jsonl")
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
+    epoch, stage = running_epoch(rows, total_epochs)
     failure = {"kind": kind, "reason": f"{type(exc).__name__}: {exc}"[:2000],
-               "epoch": rows[-1]["epoch"] if rows else None,
-               "traceback": "".join(tb)[-4000:]}
+               "epoch": epoch, "stage": stage, "traceback": "".join(tb)[-4000:]}
     result = {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "failed", "failure": failure,
               "train_wall_s": wall_s}
     io.atomic_write_json(run_dir / "result.json", result)
@@ -268,7 +300,7 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
     except Diverged as exc:
-        failure = {"kind": "nan", "epoch": exc.epoch, "reason": exc.reason}
+        failure = {"kind": "nan", "epoch": exc.epoch, "reason": exc.reason, "term": exc.term}
 
     train_wall = time.perf_counter() - started
     prov["finished"] = now()
@@ -327,9 +359,11 @@ def _train_epoch(model: Classifier, optimizer, loader: DeviceLoader, suite: Suit
     correct = int((torch.cat(step_preds) == torch.cat(step_labels)).sum())
     row = {"epoch": epoch, "lr": lr_now, "train_acc": correct / seen,
            "time_s": time.perf_counter() - t0, **model.head.schedule_values()}
+    broke = first_nonfinite(names or [], per_step)
+    if broke is not None:
+        term, value, step = broke
+        raise Diverged(epoch, f"loss term {term!r} is {value} at step {step + 1} of {len(sizes)}", term)
     for name, value in zip(names or [], means):
-        if not math.isfinite(value):
-            raise Diverged(epoch, f"loss term {name!r} is {value}")
         row[f"loss_{name}"] = value
     return row
 
