@@ -5,13 +5,15 @@
 
 One run, same models, same inputs, same settings (50 steps, overshoot 0.02, all classes):
 
+Each model is trained on the device it is attacked on.
+
 * ``digits-mlp``: the digits suite's MLP (64-256-256, SiLU, NoPen head) trained briefly
   on sklearn digits; the 360 inputs that follow the training images.
 * ``cnn32``: bench's ``small_cnn`` backbone (channels 16-32-64) with a NoPen head on
   32×32×3 inputs, trained briefly on a synthetic 10-class task (a smooth random pattern
   per class plus pixel noise); ``--n-cnn`` held-out inputs.
-* ``resnet18``: bench's CIFAR ResNet-18 with a NoPen head, trained briefly (on the
-  device) on the same synthetic task; ``--n-cnn`` held-out inputs.
+* ``resnet18``: bench's CIFAR ResNet-18 with a NoPen head, trained briefly on the same
+  synthetic task; ``--n-cnn`` held-out inputs.
 
 For each method: wall time (median of ``--repeats`` interleaved runs; torchattacks once,
 it is slow, and on the first ``--n-torchattacks`` inputs only, so its speed is compared
@@ -53,8 +55,8 @@ def digits_mlp(n: int, device, train_steps: int = 200, batch: int = 128):
     torch.manual_seed(0)
     backbone = MLP((1, 8, 8), (256, 256))
     model = Classifier(backbone, create_plugin("NoPen", backbone.feature_dim, 10), [x.mean().item()], [x.std().item()])
-    train(model, x[:1400], y[:1400], steps=train_steps, batch=batch, lr=2e-3)
-    return model, x[1400:1400 + n], y[1400:1400 + n]
+    train(model, x[:1400], y[:1400], steps=train_steps, batch=batch, lr=2e-3, device=device)
+    return model.cpu(), x[1400:1400 + n], y[1400:1400 + n]
 
 
 def synthetic_patterns(n_train: int, n_test: int):
@@ -73,12 +75,12 @@ def cnn32(n: int, device, train_steps: int = 60, batch: int = 128):
     torch.manual_seed(0)
     backbone = SmallCNN((3, 32, 32), (16, 32, 64))
     model = Classifier(backbone, create_plugin("NoPen", backbone.feature_dim, 10), [0.5] * 3, [0.25] * 3)
-    train(model, xtr, ytr, steps=train_steps, batch=batch, lr=3e-3)
-    return model, x, y
+    train(model, xtr, ytr, steps=train_steps, batch=batch, lr=3e-3, device=device)
+    return model.cpu(), x, y
 
 
 def resnet18(n: int, device, train_steps: int = 100, batch: int = 128):
-    """bench's CIFAR ResNet-18 on the synthetic task, trained on ``device`` (float32)."""
+    """bench's CIFAR ResNet-18 on the synthetic task (float32)."""
     xtr, ytr, x, y = synthetic_patterns(2000, n)
     torch.manual_seed(0)
     backbone = create_backbone(BackboneConfig(name="resnet18"), (3, 32, 32))

@@ -5,7 +5,7 @@
 
 Writes ``DIR/gpu_check.json`` (every figure) and ``DIR/gpu_check.md`` (the same, to read),
 both rewritten after each section, so a lease that ends early still leaves what was
-measured. Working files (runs, logs, the smoke data) go under ``DIR/work``.
+measured. Working files (runs, logs, the smoke data) go under ``DIR/work`` (``--work-dir``).
 
 Sections, in this order. Each runs in its own process under a time cap (its share of the
 8 minutes, and never more than what is left of ``--budget-s``): process-wide switches
@@ -51,11 +51,13 @@ Exit status: 0 when every section is ``ok`` or ``skipped`` (with its reason: a m
 data folder, a missing package); 1 when one recorded an error or hit its cap (the files
 still hold everything else); 2 for bad input, e.g. no CUDA device without ``--smoke``.
 
-On a device machine without internet: the project needs no install (``PYTHONPATH`` is set
-for the subprocesses), but foolbox (with eagerpy, GitPython, gitdb, smmap) and
-torchattacks may be missing there; carry them as wheels. Only a few files come back from
-such a machine: write to a scratch ``--out`` and copy ``gpu_check.json``, ``gpu_check.md``
-and ``leaderboard-cifar10-small.md`` out of it.
+On a device machine without internet: the project needs no install (the subprocesses get
+this checkout on ``PYTHONPATH``), but foolbox (with eagerpy, GitPython, gitdb, smmap) and
+torchattacks may be missing there: carry them as wheels, or the attack comparisons and the
+real run's foolbox attacks are recorded as skipped. Give the CIFAR-10 JPEGs with
+``--data-root``. Where only a few files come back, ``--out OUTDIR --work-dir /tmp/gpu_check``
+leaves four in OUTDIR: gpu_check.json, gpu_check.md, leaderboard-cifar10-small.md and
+gpu_check_logs.tar.gz (every log).
 """
 from __future__ import annotations
 
@@ -164,10 +166,11 @@ class Settings:
     out: Path
     smoke: bool
     data_root: Path
+    work: Path          # runs, logs, generated data: DIR/work unless --work-dir
 
-    @property
-    def work(self) -> Path:
-        return self.out / WORK
+    def rel(self, path: Path) -> str:
+        """``path`` as recorded: relative to the work folder."""
+        return str(Path(path).relative_to(self.work))
 
 
 def child_env(smoke: bool) -> dict[str, str]:
@@ -349,7 +352,8 @@ def section_correctness(rec: Recorder, s: Settings) -> None:
     if not files:
         raise SkipSection("no test module marks tests with pytest.mark.cuda")
     with rec.item("pytest_cuda"):
-        cmd = [sys.executable, "-m", "pytest", "-m", "cuda", "-v", "-rA", "-p", "no:cacheprovider",
+        # -o addopts=: the project's default options name plugins a device machine may lack
+        cmd = [sys.executable, "-m", "pytest", "-o", "addopts=", "-m", "cuda", "-v", "-rA", "-p", "no:cacheprovider",
                "--continue-on-collection-errors", "--durations=0", "--durations-min=0.5",
                *(str(p.relative_to(REPO)) for p in files)]
         log = s.work / "logs" / "pytest_cuda.log"
@@ -357,7 +361,7 @@ def section_correctness(rec: Recorder, s: Settings) -> None:
                                  env=child_env(s.smoke))
         parsed = parse_pytest(log.read_text(errors="replace"))
         rec.put("pytest_cuda", {"command": " ".join(cmd[1:]), "exit_code": code, "wall_s": wall,
-                                "killed_at_cap": code is None, "log": str(log.relative_to(s.out)), **parsed})
+                                "killed_at_cap": code is None, "log": s.rel(log), **parsed})
         failed = {k: v for k, v in parsed["tests"].items() if v["outcome"] in ("failed", "error")}
         if code is None:
             raise RuntimeError(f"pytest killed at the section's cap after {wall:.0f} s; "
@@ -602,7 +606,7 @@ def section_real_run(rec: Recorder, s: Settings) -> None:
         code, wall = run_process(cmd, log=log, timeout=check_time_left(rec, 5, "bench report"), env=env)
         board = work / "leaderboards" / f"{REAL_SUITE}.md"
         rec.put("bench_report", {"command": " ".join(["python", *cmd[1:]]), "exit_code": code, "wall_s": wall,
-                                 "leaderboard": str(board.relative_to(s.out)) if board.exists() else None,
+                                 "leaderboard": s.rel(board) if board.exists() else None,
                                  "output_tail": tail(log, 5)})
         if code != 0 or not board.exists():
             raise RuntimeError(f"bench report exited with {code}:\n{tail(log, 8)}")
@@ -627,11 +631,13 @@ def section_real_run(rec: Recorder, s: Settings) -> None:
 
 # ----- 5. attack speed -------------------------------------------------------------------
 
-FULL_ATTACKS = {"models": {"cnn32": {"n": 500, "n_torchattacks": 100, "train_steps": 60, "batch": 128},
-                           "resnet18": {"n": 256, "n_torchattacks": 32, "train_steps": 100, "batch": 128}},
+FULL_ATTACKS = {"models": {"cnn32": {"n": 500, "n_torchattacks": 64, "train_steps": 60, "batch": 128,
+                                     "need_s": 15},
+                           "resnet18": {"n": 256, "n_torchattacks": 16, "train_steps": 100, "batch": 128,
+                                        "need_s": 25}},
                 "repeats": 3, "autoattack_inputs": 100}
-SMOKE_ATTACKS = {"models": {"cnn32": {"n": 8, "n_torchattacks": 4, "train_steps": 20, "batch": 16},
-                            "resnet18": {"n": 3, "n_torchattacks": 2, "train_steps": 1, "batch": 4}},
+SMOKE_ATTACKS = {"models": {"cnn32": {"n": 8, "n_torchattacks": 4, "train_steps": 20, "batch": 16, "need_s": 5},
+                            "resnet18": {"n": 3, "n_torchattacks": 2, "train_steps": 1, "batch": 4, "need_s": 5}},
                  "repeats": 1, "autoattack_inputs": 2}
 TARGETS = {"foolbox": 3.0, "torchattacks": 100.0}
 AUTOATTACK_EPS = {"L2": 0.5, "Linf": 8 / 255}
@@ -647,7 +653,7 @@ def section_attacks(rec: Recorder, s: Settings) -> None:
     trained = {}
     for name, size in plan["models"].items():
         with rec.item(name):
-            rec.need(5 if s.smoke else 15, f"DeepFool on {name}")
+            rec.need(size["need_s"], f"DeepFool on {name}")
             model, x, y = MODELS[name](size["n"], device, train_steps=size["train_steps"], batch=size["batch"])
             trained[name] = (model, x, y)
             r = compare_deepfool(model, x, y, device, repeats=plan["repeats"], n_torchattacks=size["n_torchattacks"])
@@ -742,7 +748,8 @@ BY_NAME = {sec.name: sec for sec in SECTIONS}
 
 def child_main(args) -> int:
     """Run one section in this process (started by :func:`main`)."""
-    s = Settings(out=Path(args.out), smoke=args.smoke, data_root=Path(args.data_root))
+    s = Settings(out=Path(args.out), smoke=args.smoke, data_root=Path(args.data_root),
+                 work=Path(args.work_dir or Path(args.out) / WORK))
     if s.smoke:
         import torch
         torch.set_num_threads(1)
@@ -774,7 +781,7 @@ def run_section(sec: Section, s: Settings, cap: float) -> dict:
     log = s.work / "logs" / f"{sec.name}.log"
     deadline = time.time() + cap - 3.0   # the child stops its own subprocesses a little before
     cmd = [sys.executable, str(Path(__file__).resolve()), "--out", str(s.out), "--data-root", str(s.data_root),
-           "--section", sec.name, "--deadline", repr(deadline), *(["--smoke"] if s.smoke else [])]
+           "--work-dir", str(s.work), "--section", sec.name, "--deadline", repr(deadline), *(["--smoke"] if s.smoke else [])]
     cpu_before = children_cpu_s()
     code, wall = run_process(cmd, log=log, timeout=cap, env=child_env(s.smoke))
     cpu = children_cpu_s() - cpu_before
@@ -789,7 +796,7 @@ def run_section(sec: Section, s: Settings, cap: float) -> dict:
         errors["section"] = f"the section's process exited with {code}:\n{tail(log, 10)}"
     entry = {"title": sec.title, "status": section_status(data, code), "wall_s": round(wall, 2),
              "cpu_s": round(cpu, 2), "cap_s": round(cap, 1), "figures": data.get("figures") or {}, "errors": errors,
-             "skipped": data.get("skipped") or {}, "log": str(log.relative_to(s.out))}
+             "skipped": data.get("skipped") or {}, "log": s.rel(log)}
     if data.get("skip_reason"):
         entry["reason"] = data["skip_reason"]
     return entry
@@ -798,6 +805,19 @@ def run_section(sec: Section, s: Settings, cap: float) -> dict:
 def write_outputs(s: Settings, report: dict) -> None:
     write_json(s.out / "gpu_check.json", report)
     io.atomic_write_text(s.out / "gpu_check.md", render_markdown(report))
+    write_log_archive(s)
+
+
+def write_log_archive(s: Settings) -> None:
+    """DIR/gpu_check_logs.tar.gz: every section's log and JSON, the subprocesses' logs (small;
+    one file to bring back from a machine that returns only a few)."""
+    import tarfile
+    tmp = s.out / ".gpu_check_logs.tar.gz.tmp"
+    with tarfile.open(tmp, "w:gz") as tar:
+        for path in sorted([*s.work.glob("logs/*.log"), *s.work.glob("sections/*.json"),
+                            *s.work.glob("real_run/*.log")]):
+            tar.add(path, arcname=s.rel(path))
+    os.replace(tmp, s.out / "gpu_check_logs.tar.gz")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -806,6 +826,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--smoke", action="store_true", help="every section at tiny sizes on the CPU (≤ 2 minutes)")
     p.add_argument("--data-root", default=str(DEFAULT_DATA_ROOT),
                    help=f"the CIFAR-10 JPEG folder for the real run (default: {DEFAULT_DATA_ROOT})")
+    p.add_argument("--work-dir", help="folder for runs, logs and generated data (default: DIR/work)")
     p.add_argument("--sections", nargs="+", choices=list(BY_NAME), default=list(BY_NAME),
                    help="run only these sections (default: all)")
     p.add_argument("--budget-s", type=float, help=f"total time cap (default {FULL_BUDGET_S:.0f}; "
@@ -826,18 +847,22 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     budget = args.budget_s or (SMOKE_BUDGET_S if args.smoke else FULL_BUDGET_S)
-    s = Settings(out=out.resolve(), smoke=args.smoke, data_root=Path(args.data_root).resolve())
+    s = Settings(out=out.resolve(), smoke=args.smoke, data_root=Path(args.data_root).resolve(),
+                 work=Path(args.work_dir).resolve() if args.work_dir else out.resolve() / WORK)
+    s.out.mkdir(parents=True, exist_ok=True)
     s.work.mkdir(parents=True, exist_ok=True)
     started = time.time()
     report = {"schema": SCHEMA, "mode": "smoke" if args.smoke else "full",
               "command": " ".join(["python", "benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
               "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "budget_s": budget,
               "host": platform.node(), "sections": {}}
-    for sec in SECTIONS:
-        if sec.name not in args.sections:
-            continue
+    chosen = [sec for sec in SECTIONS if sec.name in args.sections]
+    own_cap = {sec.name: sec.smoke_cap_s if args.smoke else sec.cap_s for sec in chosen}
+    for i, sec in enumerate(chosen):
         left = budget - (time.time() - started)
-        cap = min(sec.smoke_cap_s if args.smoke else sec.cap_s, left)
+        # a section may use the time earlier ones left unused, never the caps of later ones
+        later = sum(own_cap[other.name] for other in chosen[i + 1:])
+        cap = min(max(own_cap[sec.name], left - later), left)
         if cap < 5:
             report["sections"][sec.name] = {"title": sec.title, "status": "skipped", "wall_s": 0.0, "cap_s": 0.0,
                                             "figures": {}, "errors": {}, "skipped": {},
