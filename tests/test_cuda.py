@@ -202,7 +202,7 @@ def test_deepfool_on_device_matches_cpu_cnn_in_float32(device):
     before = torch.backends.cudnn.allow_tf32
     torch.backends.cudnn.allow_tf32 = False
     try:
-        model, x, y = cnn32(60, "cpu", train_steps=30)
+        model, x, y = cnn32(40, "cpu", train_steps=25, batch=32)
         _assert_same_deepfool(*_deepfool_pair(model, x, y, device), rel_tol=1e-3)
     finally:
         torch.backends.cudnn.allow_tf32 = before
