@@ -238,12 +238,13 @@ def section_device(s: Settings):
 
 
 def bf16_matmul_tflops(device, n: int, reps: int) -> dict:
-    """The bf16 matrix rate measured here: an n×n×n product, mean of ``reps`` after 3 warm-ups."""
+    """The bf16 matrix rate measured here: an n×n×n product, mean of ``reps`` after 10 warm-ups
+    (which also bring an idle GPU's clock up)."""
     import torch
     g = torch.Generator(device=device).manual_seed(0)
     a = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=g)
     b = torch.randn(n, n, device=device, dtype=torch.bfloat16, generator=g)
-    for _ in range(3):
+    for _ in range(10):
         a @ b
     sync(device)
     t0 = time.perf_counter()
@@ -304,7 +305,7 @@ def section_environment(rec: Recorder, s: Settings) -> None:
     rec.put("packages", versions)
     rec.put("missing_packages", sorted(k for k, v in versions.items() if v is None and k != "autoattack"))
     with rec.item("bf16_matmul"):
-        n, reps = (256, 3) if s.smoke else (8192, 10)
+        n, reps = (256, 3) if s.smoke else (8192, 50)
         rec.put("bf16_matmul", bf16_matmul_tflops(device, n, reps))
     with rec.item("attack_registry"):
         from bench.attacks.methods import ATTACKS
@@ -412,7 +413,7 @@ def section_throughput(rec: Recorder, s: Settings) -> None:
     rec.put("sizes", {k: v for k, v in sizes.items() if k not in ("compile_need_s", "backbone_overrides")})
     peak = None
     with rec.item("bf16_matmul"):
-        m = bf16_matmul_tflops(device, *((256, 3) if s.smoke else (8192, 10)))
+        m = bf16_matmul_tflops(device, *((256, 3) if s.smoke else (8192, 50)))
         rec.put("bf16_matmul", m)
         peak = m["tflops"]
     sheet = datasheet_tflops(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
@@ -443,6 +444,8 @@ def section_throughput(rec: Recorder, s: Settings) -> None:
             r = measure_training_mode(suite, data, device, name, batch_size=sizes["batch"], warmup=sizes["warmup"],
                                       steps=sizes["steps"], compile_backend=sizes["compile_backend"])
             r["epoch_s_45k"] = sizes["epoch_images"] / r["img_per_s"]
+            # "fp32" convolutions run in TF32 where cuDNN allows it (PyTorch's default)
+            r["cudnn_allow_tf32"] = torch.backends.cudnn.allow_tf32
             r.update(anchor(key, r["img_per_s"]))
             rec.put(f"{key}/modes/{name}", r)
             if device.type == "cuda":
@@ -545,6 +548,7 @@ def section_real_run(rec: Recorder, s: Settings) -> None:
     work = s.work / "real_run"
     if work.exists():
         shutil.rmtree(work)
+    (s.out / f"leaderboard-{REAL_SUITE}.md").unlink(missing_ok=True)
     if s.smoke:
         root = write_image_folder(work / "data", train_per_class=12, test_per_class=4)
         rec.put("data", {"root": str(root), "kind": "generated: 10 classes of 32×32 JPEGs, 12 train + 4 test each"})
@@ -570,12 +574,18 @@ def section_real_run(rec: Recorder, s: Settings) -> None:
     if methods != list(suite.evaluation.settings.get("attacks", {}).get("methods", [])):
         overrides.append(f"evaluation.settings.attacks.methods=[{','.join(methods)}]")
     suite = load_suite(REAL_SUITE, [f"dataset.root={root}", *overrides])
+    settings = io._jsonable(suite.evaluation.settings)
+    attack_settings = settings.get("attacks", {})
+    params = "; ".join(f"{k} {', '.join(f'{a} {b}' for a, b in v.items())}"
+                       for k, v in attack_settings.get("params", {}).items())
     rec.put("evaluation", {"evaluators": list(suite.evaluation.evaluators),
-                           "subset_size": suite.evaluation.subset_size,
-                           "settings": io._jsonable(suite.evaluation.settings),
-                           "budgets": "reduced: the cifar10-small suite's CPU-scale attack budgets "
-                                      "(FGSM, PGD 5 steps, FMN 20 steps, 500 inputs)"
-                                      + (" and smaller still in --smoke" if s.smoke else ""),
+                           "subset_size": suite.evaluation.subset_size, "settings": settings,
+                           "budgets": f"reduced, as the {REAL_SUITE} suite sets them"
+                                      + (" and smaller still for --smoke" if s.smoke else "")
+                                      + f": attacks {', '.join(attack_settings.get('methods', []))}"
+                                      + (f" ({params})" if params else "")
+                                      + f" on {suite.evaluation.subset_size} test inputs (the paper: 1,000 "
+                                        "inputs, the full attack list)",
                            "dropped": dropped})
 
     with rec.item("decode"):
