@@ -377,7 +377,7 @@ def section_correctness(rec: Recorder, s: Settings) -> None:
         log = s.work / "logs" / "pytest_cuda.log"
         code, wall = run_process(cmd, log=log, timeout=check_time_left(rec, 10, "pytest -m cuda"), env=env)
         parsed = parse_pytest(log.read_text(errors="replace"))
-        rec.put("pytest_cuda", {"command": " ".join(cmd[1:]), "exit_code": code, "wall_s": wall,
+        rec.put("pytest_cuda", {"command": " ".join(["python", *cmd[1:]]), "exit_code": code, "wall_s": wall,
                                 "killed_at_cap": code is None, "log": s.rel(log), **parsed})
         failed = {k: v for k, v in parsed["tests"].items() if v["outcome"] in ("failed", "error")}
         if code is None:
