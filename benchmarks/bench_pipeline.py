@@ -58,15 +58,28 @@ class UInt8ImageDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.x[i])), int(self.y[i])
 
 
-def synthetic(n_train: int, seed: int = 0) -> DataSplits:
+def synthetic(n_train: int, seed: int = 0, num_classes: int = 10) -> DataSplits:
+    """Random uint8 CIFAR-sized images (3×32×32), labels cycling over ``num_classes``."""
     rng = np.random.default_rng(seed)
     t = torch.from_numpy
     x = rng.integers(0, 256, (n_train, 3, 32, 32), dtype=np.uint8)
-    y = np.arange(n_train) % 10
-    small = slice(0, 100)
-    return DataSplits(name="synthetic-cifar10", classes=[str(i) for i in range(10)],
+    y = np.arange(n_train) % num_classes
+    small = slice(0, max(100, num_classes))
+    return DataSplits(name=f"synthetic-{num_classes}-classes", classes=[str(i) for i in range(num_classes)],
                       train_x=t(x), train_y=t(y), val_x=t(x[small]), val_y=t(y[small]),
                       test_x=t(x[small]), test_y=t(y[small]))
+
+
+def pipeline_suite(suite_name: str = "cifar10", backbone: str = "resnet18", batch_size: int = 128,
+                   overrides: tuple[str, ...] = ()):
+    """A paper suite (its recipe, head and latent widths) with ``backbone``, no evaluators."""
+    return load_suite(suite_name, ["evaluation.evaluators=[]", "evaluation.settings={}",
+                                   f"backbone.name={backbone}", f"recipe.batch_size={batch_size}", *overrides])
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def train_steps(model, optimizer, batches, device, amp: str, channels_last: bool, limit: int | None = None) -> int:
@@ -87,8 +100,7 @@ def train_steps(model, optimizer, batches, device, amp: str, channels_last: bool
         loss.backward()
         optimizer.step()
         seen += yb.shape[0]
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync(device)
     return seen
 
 
@@ -99,25 +111,28 @@ def fresh_model(suite, data, device, channels_last: bool):
     return model, make_optimizer(model, suite, 1e-3)
 
 
-def run_device_pipeline(suite, data, device, args) -> tuple[float, int]:
+def run_device_pipeline(suite, data, device, *, batch_size: int = 128, warmup: int = 10) -> tuple[float, int]:
+    """(seconds, images) of one epoch through bench's on-device loader, after ``warmup`` steps."""
     cuda = device.type == "cuda"
     amp, channels_last = ("bf16" if cuda else "off"), cuda
     model, optimizer = fresh_model(suite, data, device, channels_last)
-    loader = DeviceLoader(data.train_x, data.train_y, args.batch_size, pixel_scale=data.pixel_scale,
+    loader = DeviceLoader(data.train_x, data.train_y, batch_size, pixel_scale=data.pixel_scale,
                           device=device, shuffle=True, augment="crop_flip", padding=4,
                           channels_last=channels_last)
     loader.set_seed(0)
-    train_steps(model, optimizer, loader, device, amp, channels_last, limit=args.warmup)
+    train_steps(model, optimizer, loader, device, amp, channels_last, limit=warmup)
     loader.set_seed(1)
     t0 = time.perf_counter()
     seen = train_steps(model, optimizer, loader, device, amp, channels_last)
     return time.perf_counter() - t0, seen
 
 
-def run_dataloader_pipeline(suite, data, device, args) -> tuple[float, int]:
+def run_dataloader_pipeline(suite, data, device, *, batch_size: int = 128, warmup: int = 10,
+                            workers: int = 0, plain: bool = False) -> tuple[float, int]:
+    """(seconds, images) of one epoch through a torchvision DataLoader (worker start-up included)."""
     from torchvision import transforms
     cuda = device.type == "cuda"
-    plain = args.plain_baseline or not cuda
+    plain = plain or not cuda
     amp, channels_last = ("off", False) if plain else ("bf16", True)
     model, optimizer = fresh_model(suite, data, device, channels_last)
     transform = transforms.Compose([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip(),
@@ -126,13 +141,101 @@ def run_dataloader_pipeline(suite, data, device, args) -> tuple[float, int]:
     torch.manual_seed(0)
 
     def loader():
-        return torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, shuffle=True,
-                                           num_workers=args.workers, pin_memory=cuda,
+        return torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                                           num_workers=workers, pin_memory=cuda,
                                            persistent_workers=False, drop_last=False)
-    train_steps(model, optimizer, loader(), device, amp, channels_last, limit=args.warmup)
+    train_steps(model, optimizer, loader(), device, amp, channels_last, limit=warmup)
     t0 = time.perf_counter()
     seen = train_steps(model, optimizer, loader(), device, amp, channels_last)
     return time.perf_counter() - t0, seen
+
+
+def compare_pipelines(suite, data, device, *, batch_size: int = 128, warmup: int = 10, workers: int = 0,
+                      repeats: int = 1, plain_baseline: bool = False) -> dict:
+    """Both pipelines, ``repeats`` interleaved epochs each (median): figures as a dict."""
+    # interleaved repeats, median epoch: on a shared machine one epoch can be slowed
+    # several-fold by other processes, and interleaving spreads that over both pipelines
+    dev_runs, dl_runs = [], []
+    for _ in range(repeats):
+        dev_runs.append(run_device_pipeline(suite, data, device, batch_size=batch_size, warmup=warmup))
+        dl_runs.append(run_dataloader_pipeline(suite, data, device, batch_size=batch_size, warmup=warmup,
+                                               workers=workers, plain=plain_baseline))
+    (dev_s, dev_n), (dl_s, dl_n) = (sorted(r)[len(r) // 2] for r in (dev_runs, dl_runs))
+    cuda = device.type == "cuda"
+    return {
+        "images": int(data.train_x.shape[0]), "batch_size": batch_size, "warmup_steps": warmup,
+        "repeats": repeats, "workers": workers,
+        "on_device": {"pipeline": "on-device uint8 + batched crop/flip",
+                      "model": "bf16 autocast, channels_last" if cuda else "fp32 (CPU)",
+                      "epoch_s": dev_s, "images_seen": dev_n, "img_per_s": dev_n / dev_s},
+        "dataloader": {"pipeline": f"torchvision DataLoader ({workers} workers)",
+                       "model": "fp32, NCHW" if (plain_baseline or not cuda) else "bf16 autocast, channels_last",
+                       "epoch_s": dl_s, "images_seen": dl_n, "img_per_s": dl_n / dl_s},
+        "ratio_dataloader_over_device": dl_s / dev_s,
+    }
+
+
+# the three ways ``bench run`` can train a network: --set runtime.amp=off (plain float32,
+# NCHW), the default on CUDA (bf16 autocast + channels_last) and that plus --compile
+TRAINING_MODES = {
+    "fp32": {"amp": "off", "channels_last": False, "compile": False},
+    "bf16_channels_last": {"amp": "bf16", "channels_last": True, "compile": False},
+    "bf16_channels_last_compile": {"amp": "bf16", "channels_last": True, "compile": True},
+}
+
+
+def measure_training_mode(suite, data, device, mode: str, *, batch_size: int = 128, warmup: int = 5,
+                          steps: int = 50, compile_backend: str | None = None) -> dict:
+    """Training img/s of one of :data:`TRAINING_MODES` through the on-device loader.
+
+    The first ``warmup`` steps are timed apart (cuDNN autotuning; with compile, the
+    compilation of the forward and backward graphs); then ``steps`` full batches. The
+    backbone is compiled as ``bench run --compile`` does (``model.backbone.compile()``);
+    ``compile_backend`` only for smoke runs (e.g. "eager": no code generation).
+    """
+    settings = TRAINING_MODES[mode]
+    channels_last = settings["channels_last"] and data.train_x.dim() == 4
+    model, optimizer = fresh_model(suite, data, device, channels_last)
+    if settings["compile"]:
+        model.backbone.compile(**({"backend": compile_backend} if compile_backend else {}))
+    loader = DeviceLoader(data.train_x, data.train_y, batch_size, pixel_scale=data.pixel_scale,
+                          device=device, shuffle=True, augment="crop_flip", padding=4,
+                          drop_last=True, channels_last=channels_last)
+    if len(loader) == 0:
+        raise ValueError(f"{data.train_x.shape[0]} images make no full batch of {batch_size}")
+
+    def batches(seed: int, count: int):
+        done = 0
+        while done < count:  # as many full batches as asked for, over several passes if need be
+            loader.set_seed(seed + done)
+            for batch in loader:
+                if done == count:
+                    return
+                done += 1
+                yield batch
+    sync(device)
+    t0 = time.perf_counter()
+    train_steps(model, optimizer, batches(0, warmup), device, settings["amp"], channels_last)
+    warmup_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    seen = train_steps(model, optimizer, batches(10_000, steps), device, settings["amp"], channels_last)
+    elapsed = time.perf_counter() - t0
+    return {"mode": mode, **settings, "batch_size": batch_size, "warmup_steps": warmup, "warmup_s": warmup_s,
+            "steps": steps, "images": seen, "seconds": elapsed, "img_per_s": seen / elapsed,
+            "step_ms": 1000 * elapsed / steps, "compile_backend": (compile_backend or "inductor")
+            if settings["compile"] else None}
+
+
+def flops_per_image(suite, data, device) -> float:
+    """FLOPs of one training image, forward + backward (torch's counter: 2 per multiply-add)."""
+    from torch.utils.flop_counter import FlopCounterMode
+    model, _ = fresh_model(suite, data, device, channels_last=False)
+    model.train()
+    xb = data.train_x[:2].to(device).float().div_(data.pixel_scale)
+    yb = data.train_y[:2].to(device)
+    with FlopCounterMode(display=False) as counter:
+        model.head.loss(model.forward_all(xb), yb)["total"].backward()
+    return counter.get_total_flops() / 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -150,8 +253,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
 
     device = resolve_device(args.device)
-    suite = load_suite("cifar10", ["evaluation.evaluators=[]", "evaluation.settings={}",
-                                   f"backbone.name={args.backbone}", f"recipe.batch_size={args.batch_size}"])
+    suite = pipeline_suite("cifar10", args.backbone, args.batch_size)
     configure(suite.runtime, device)
     if args.data_root:
         data = load_dataset(DatasetConfig(name=args.dataset, root=args.data_root, limit_train=args.limit))
@@ -163,26 +265,16 @@ def main(argv: list[str] | None = None) -> int:
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     print(f"{args.backbone}, {n:,} training images of {source}, batch {args.batch_size}, on {name}")
 
-    # interleaved repeats, median epoch: on a shared machine one epoch can be slowed
-    # several-fold by other processes, and interleaving spreads that over both pipelines
-    dev_runs, dl_runs = [], []
-    for _ in range(args.repeats):
-        dev_runs.append(run_device_pipeline(suite, data, device, args))
-        dl_runs.append(run_dataloader_pipeline(suite, data, device, args))
-    (dev_s, dev_n), (dl_s, dl_n) = (sorted(r)[len(r) // 2] for r in (dev_runs, dl_runs))
-    cuda = device.type == "cuda"
-    dev_mode = "bf16 autocast, channels_last" if cuda else "fp32 (CPU)"
-    dl_mode = "fp32, NCHW" if (args.plain_baseline or not cuda) else "bf16 autocast, channels_last"
-    rows = [("on-device uint8 + batched crop/flip", dev_mode, dev_s, dev_n),
-            (f"torchvision DataLoader ({args.workers} workers)", dl_mode, dl_s, dl_n)]
+    r = compare_pipelines(suite, data, device, batch_size=args.batch_size, warmup=args.warmup,
+                          workers=args.workers, repeats=args.repeats, plain_baseline=args.plain_baseline)
     print(f"{'pipeline':44s} {'model':30s} {'epoch s':>9s} {'images/s':>10s}")
-    for label, mode, secs, seen in rows:
-        print(f"{label:44s} {mode:30s} {secs:9.2f} {seen / secs:10.0f}")
-    print(f"ratio (DataLoader / on-device epoch time): {dl_s / dev_s:.2f}x"
+    for row in (r["on_device"], r["dataloader"]):
+        print(f"{row['pipeline']:44s} {row['model']:30s} {row['epoch_s']:9.2f} {row['img_per_s']:10.0f}")
+    print(f"ratio (DataLoader / on-device epoch time): {r['ratio_dataloader_over_device']:.2f}x"
           + (f" (median of {args.repeats} interleaved epochs each)" if args.repeats > 1 else ""))
     if n < 50_000:
-        print(f"full 50,000-image epoch, extrapolated: on-device {dev_s * 50_000 / dev_n:.1f} s, "
-              f"DataLoader {dl_s * 50_000 / dl_n:.1f} s")
+        print(f"full 50,000-image epoch, extrapolated: on-device {50_000 / r['on_device']['img_per_s']:.1f} s, "
+              f"DataLoader {50_000 / r['dataloader']['img_per_s']:.1f} s")
     return 0
 
 
