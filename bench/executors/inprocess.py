@@ -6,14 +6,7 @@ from typing import Iterator, Sequence
 
 from bench.executors.base import Executor, RunTask
 from bench.core.progress import progress
-
-
-def failure_text(outcome) -> str:
-    failure = (outcome.result or {}).get("failure") or {}
-    kind = failure.get("kind", "failed")
-    reason = failure.get("reason", "no reason recorded")
-    epoch = failure.get("epoch")
-    return f"{kind}: {reason}" + (f" (epoch {epoch})" if epoch is not None else "")
+from bench.runs.folder import failure_text
 
 
 class InProcessExecutor(Executor):
@@ -30,5 +23,5 @@ class InProcessExecutor(Executor):
             bar.set_postfix_str(task.spec.key)
             outcome = task()
             if outcome.status == "failed" and not self.quiet:
-                print(f"run {task.spec.key} failed: {failure_text(outcome)}", file=sys.stderr)
+                print(f"run {task.spec.key} failed: {failure_text(outcome.result)}", file=sys.stderr)
             yield outcome

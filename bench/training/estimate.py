@@ -33,10 +33,9 @@ from typing import TextIO
 
 import torch
 
-from bench.core import io
 from bench.config.schema import Suite
 from bench.core.errors import BenchError
-from bench.runs.folder import RunSpec, run_status
+from bench.runs.folder import RunSpec, epochs_logged, read_result
 
 CPU_PROBE_BATCH = 32
 SAFETY = 0.9  # use at most this share of the free memory
@@ -84,11 +83,10 @@ def format_duration(seconds: float) -> str:
 def epochs_left(spec: RunSpec, out_root: Path, total: int) -> int:
     """Epochs a run still has to train: all of them, fewer for a run that was interrupted."""
     run_dir = spec.directory(out_root)
-    status = run_status(run_dir)
-    if status in ("done", "failed"):
+    if read_result(run_dir) is not None:
         return 0
-    done = sum(1 for _ in io.read_jsonl(run_dir / "log.jsonl")) if status == "running" else 0
-    return max(total - done, 0)
+    done, _ = epochs_logged(run_dir)
+    return max(total - (done or 0), 0)
 
 
 def _available_ram() -> int | None:
