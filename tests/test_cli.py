@@ -33,7 +33,9 @@ MORE_BAD_INPUT = {
     "unknown key in suite file": (["run", "--suite", "keys.yaml"], "recipe.epochz"),
     "wrong type (choice)": (["run", "--set", "recipe.augment=rotate"], "recipe.augment"),
     "wrong type (pair)": (["run", "--set", "recipe.margin_scale=[1]"], "recipe.margin_scale"),
-    "non-finite number": (["run", "--set", "recipe.gamma_start=.inf"], "recipe.gamma_start"),
+    "non-finite number": (["run", "--set", "plugin_params.LPC.gamma.start=.inf"], "plugin_params.LPC.gamma"),
+    "moved recipe key": (["run", "--set", "recipe.gamma_start=1"], "plugin_params.LPC.gamma.start"),
+    "mistyped plugin parameter": (["run", "--set", "plugin_params.LPC.gama.cap=1"], "plugin_params.LPC.gama"),
     "missing suite file": (["run", "--suite", "missing.yaml"], "does not exist"),
     "override without value": (["run", "--set", "recipe.epochs"], "key=value"),
     "seed not in suite": (["run", "--seeds", "7"], "seed(s) 7"),
@@ -124,7 +126,7 @@ def test_a_diverging_run_fails_the_command_in_one_line_and_the_sweep_goes_on(tmp
     from bench.cli.main import main
     monkeypatch.chdir(tmp_path)
     code = main(["run", "--plugins", "LPC", "NoPen", "--seeds", "0", "--quiet", "--no-report",
-                 "--set", "recipe.gamma_start=3e38", "--set", "recipe.gamma_cap=3e38",
+                 "--set", "plugin_params.LPC.gamma={start: 3e38, factor: 1.05, cap: 3e38}",
                  "--set", "latent_widths.intermediate=1024", "--set", "dataset.limit_train=128",
                  "--set", "recipe.epochs=2", "--set", "evaluation.evaluators=[]"])
     captured = capsys.readouterr()
