@@ -29,7 +29,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.evaluation.hook import EVALUATORS, EvalContext, evaluator_options  # noqa: E402
-from bench.suites import load_builtin_evaluators  # noqa: E402
+from bench.suites.imports import load_builtin_evaluators  # noqa: E402
 
 METRICS = ("geometry", "entropy", "binarity", "lipschitz")
 N_TRAIN, N_TEST, DIM, CLASSES = 50_000, 10_000, 64, 10

@@ -62,7 +62,7 @@ def test_cifar100_resolves_to_220_runs():
 
 def test_paper_suites_evaluators_are_registered():
     from bench.evaluation.hook import EVALUATORS
-    from bench.suites import load_builtin_evaluators
+    from bench.suites.imports import load_builtin_evaluators
     load_builtin_evaluators()
     missing = [n for n in _raw("cifar10").evaluation.evaluators if n not in EVALUATORS]
     if missing:

@@ -69,7 +69,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     from bench.core.progress import progress
     from bench.evaluation.hook import evaluator_options
     from bench.runs.folder import load_runs
-    from bench.suites import load_builtin_evaluators
+    from bench.suites.imports import load_builtin_evaluators
     from bench.suites.imports import load_run_imports
     from bench.training.trainer import reevaluate_run
 

@@ -37,7 +37,8 @@ def entries(what: str) -> list[tuple[str, str]]:
     from bench.data import DATASETS
     from bench.evaluation.hook import EVALUATORS, evaluator_names
     from bench.models.backbones import BACKBONES
-    from bench.suites import load_builtin_evaluators, suite_names, suite_text
+    from bench.suites import suite_names, suite_text
+    from bench.suites.imports import load_builtin_evaluators
     from registry import PLUGINS
     load_builtin_evaluators()
     if what == "suites":

@@ -53,7 +53,7 @@ def cmd_metrics(args) -> int:
     from bench.evaluation.hook import evaluator_names
     from bench.metrics.correlation import write_analysis
     from bench.runs.folder import load_runs
-    from bench.suites import load_builtin_evaluators
+    from bench.suites.imports import load_builtin_evaluators
     from bench.suites.imports import load_run_imports
     from bench.training.trainer import reevaluate_run
 

@@ -63,7 +63,7 @@ class Catalogue:
     @classmethod
     def from_registry(cls) -> "Catalogue":
         from bench.evaluation.hook import EVALUATORS
-        from bench.suites import load_builtin_evaluators
+        from bench.suites.imports import load_builtin_evaluators
         load_builtin_evaluators()
         return cls([(name, EVALUATORS.get(name).columns) for name in EVALUATORS.names()])
 

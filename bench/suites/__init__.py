@@ -21,6 +21,7 @@ from bench.config.params import check_suite_params
 from bench.config.schema import Suite
 from bench.core.errors import BenchError
 from bench.core.typed import from_dict, parse_override
+from bench.suites.imports import load_builtin_evaluators
 
 
 def suite_names() -> list[str]:
@@ -89,12 +90,6 @@ def _parse(name_or_path: str, text: str) -> dict:
     if not isinstance(data, dict):
         raise BenchError(f"suite {name_or_path!r} must be a YAML mapping, got {type(data).__name__}")
     return data
-
-
-def load_builtin_evaluators() -> None:
-    """Import the packages whose decorators register the built-in attacks and metrics."""
-    import bench.attacks  # noqa: F401
-    import bench.metrics  # noqa: F401
 
 
 def validate_suite(suite: Suite) -> None:

@@ -1,4 +1,9 @@
-"""``--import MODULE_OR_FILE``: load a user's plugin or evaluator module before a run.
+"""What to import so that names resolve: the built-in evaluators, and ``--import MODULE_OR_FILE``.
+
+``load_builtin_evaluators`` imports the packages whose decorators register the built-in
+attacks and metrics (a report needs their columns, a suite their names).
+
+``--import`` loads a user's plugin or evaluator module before a run.
 
 A module name (``my_plugins``) is imported from the Python path; a path to a ``.py`` file
 is loaded as a module named after the file. Importing it runs its ``@register_plugin`` /
@@ -17,6 +22,12 @@ from pathlib import Path
 from typing import Iterable
 
 from bench.core.errors import BenchError
+
+
+def load_builtin_evaluators() -> None:
+    """Import the packages whose decorators register the built-in attacks and metrics."""
+    import bench.attacks  # noqa: F401
+    import bench.metrics  # noqa: F401
 
 
 def is_file_spec(spec: str) -> bool:
