@@ -181,7 +181,7 @@ class Suite:
 
     def __post_init__(self) -> None:
         if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
-            raise ValueError(f"suite name {self.name!r} must be a plain name (it names a folder under --out)")
+            raise ValueError(f"suite name {self.name!r} must be a plain name (it names a folder under --runs)")
         if not self.plugins:
             raise ValueError("a suite needs at least one plugin")
         if not self.seeds or not self.lrs:

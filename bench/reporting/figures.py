@@ -270,11 +270,12 @@ def _hist_figure(suite: str, data: dict, seeds: dict, path: Path) -> None:
 
 # --------------------------------------------------------------------------- DeepFool vs best-known
 
-def _finite(values) -> list[float]:
+def _norms(values) -> list[float]:
+    """Per-input norms; an input the attack did not flip (null) counts as ∞ (the CDF stays below 1)."""
     out = []
     for v in values or ():
-        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-            out.append(float(v))
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        out.append(float(v) if ok else math.inf)
     return out
 
 
@@ -288,8 +289,8 @@ def norm_cdfs(summary, folder: Path, rel: str) -> list[str]:
         for rec in p.runs:
             per_input = dig(rec.result, BEST_KNOWN_PER_INPUT)
             if isinstance(per_input, dict):
-                deepfool += _finite(per_input.get("norm_deepfool"))
-                best += _finite(per_input.get("norm_best"))
+                deepfool += _norms(per_input.get("norm_deepfool"))
+                best += _norms(per_input.get("norm_best"))
         if deepfool or best:
             panels.append((p.plugin, len(p.runs), sorted(deepfool), sorted(best)))
     if not panels:
@@ -301,9 +302,11 @@ def norm_cdfs(summary, folder: Path, rel: str) -> list[str]:
     for ax, (plugin, n_runs, deepfool, best) in zip(axes.flat, panels):
         for values, label, colour, style in ((deepfool, "DeepFool", "tab:orange", "--"),
                                              (best, "best-known", "tab:blue", "-")):
-            if values:
-                ys = [(i + 1) / len(values) for i in range(len(values))]
-                ax.step(values, ys, where="post", color=colour, linestyle=style, label=f"{label} ({len(values)})")
+            finite = [v for v in values if math.isfinite(v)]
+            if finite:
+                ys = [(i + 1) / len(values) for i in range(len(finite))]
+                ax.step(finite, ys, where="post", color=colour, linestyle=style,
+                        label=f"{label} ({len(finite)}/{len(values)} flipped)")
         ax.set_title(f"{plugin} ({n_runs} run{'s' if n_runs != 1 else ''})", fontsize=9)
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
