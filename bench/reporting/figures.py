@@ -232,9 +232,10 @@ def z_histograms(summary, folder: Path, rel: str) -> list[str]:
     data = {p: dig(r.result, ("figure_data", "latent_histograms")) for p, r in runs.items()}
     lacking = [p for p, d in data.items() if not (isinstance(d, dict) and d.get("hist"))]
     if lacking:
-        return [f"z histogram (paper Fig. 2) skipped: the {' and '.join(lacking)} run's result.json has no "
-                f"`figure_data.latent_histograms` (written at evaluation time since this version; "
-                f"`bench metrics --runs DIR` adds it to a run that still has its checkpoint)."]
+        return [f"z histogram (paper Fig. 2) skipped: the counted {' and '.join(lacking)} run"
+                f"{'s have' if len(lacking) > 1 else ' has'} no `figure_data.latent_histograms` in result.json "
+                f"(written at evaluation time since this version; `bench metrics --runs DIR` adds it to a run "
+                f"that still has its checkpoint)."]
     _hist_figure(summary.suite, data, {p: r.seed for p, r in runs.items()}, folder / "z-hist.png")
     return [f"Histograms of the latent values per dimension, LPC vs LinPen (paper Fig. 2; training split, seed "
             f"{runs['LPC'].seed}): [z-hist.png]({rel}/z-hist.png)", "",
