@@ -37,7 +37,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.evaluation.hook import EVALUATORS, EvalContext, evaluator_options, load_builtin_evaluators  # noqa: E402
+from bench.evaluation.hook import EVALUATORS, EvalContext, evaluator_options  # noqa: E402
+from bench.suites.imports import load_builtin_evaluators  # noqa: E402
 
 METRICS = ("geometry", "entropy", "binarity", "lipschitz")
 OLD_COMMIT = "b3243e2"          # the last commit with the pre-#13 k-NN search

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.config.params import resolve_params  # noqa: E402
 from bench.config.schema import BackboneConfig  # noqa: E402
 from bench.suites import load_suite  # noqa: E402
 from bench.data import DataSplits, DeviceLoader  # noqa: E402
@@ -110,7 +111,7 @@ def measure(config: str, repeats: int, inner: int, cnn_n: int) -> dict:
                           device=device, shuffle=True, augment="none")
     x_plain = data.train_x.float() / data.pixel_scale   # the bare loop gets ready float tensors
     y_plain = data.train_y.clone()
-    gamma = recipe.plugin_hyperparameters()["gamma"]
+    gamma = resolve_params(PLUGIN, suite.plugin_params.get(PLUGIN)).gamma
 
     epoch = 0
 

@@ -46,6 +46,8 @@ class GeometricSchedule(Schedule):
     def __post_init__(self) -> None:
         if not (self.start > 0 and self.factor > 0 and self.cap > 0):
             raise ValueError(f"GeometricSchedule needs positive start/factor/cap, got {self}")
+        if not (math.isfinite(self.start) and math.isfinite(self.factor)):   # an infinite cap is allowed
+            raise ValueError(f"GeometricSchedule needs a finite start and factor, got {self}")
 
     def __call__(self, epoch: int) -> float:
         self._check_epoch(epoch)
@@ -78,6 +80,8 @@ class LinearRamp(Schedule):
     def __post_init__(self) -> None:
         if self.epochs < 0:
             raise ValueError(f"LinearRamp needs epochs >= 0, got {self.epochs}")
+        if not (math.isfinite(self.start) and math.isfinite(self.end)):
+            raise ValueError(f"LinearRamp needs a finite start and end, got {self}")
 
     def __call__(self, epoch: int) -> float:
         self._check_epoch(epoch)

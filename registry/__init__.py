@@ -1,15 +1,17 @@
 """Head/loss plugins for lpc-bench: the contract, the registry and the 11 built-in models.
 
+    from lpc import GeometricSchedule
     from registry import list_plugins, create_plugin
     head = create_plugin("LPC", feature_dim=512, num_classes=10,
-                         latent_dims={"narrow": 16, "intermediate": 64, "wide": 128})
+                         latent_dims={"narrow": 16, "intermediate": 64, "wide": 128},
+                         gamma=GeometricSchedule(1e-2, 1.05, 1e3))   # a parameter of LPC.Params
 """
 from registry._registry import Registry, UnknownNameError
-from registry.base import (LATENT_WIDTHS, PLUGINS, HeadOutput, Plugin, create_plugin,
-                           get_plugin_class, list_plugins, register_plugin)
+from registry.base import (LATENT_WIDTHS, PLUGINS, HeadOutput, NoParams, Plugin, create_plugin,
+                           get_plugin_class, list_plugins, plugin_params, register_plugin)
 from registry import plugins as _builtin_plugins  # noqa: F401,E402  (registers the built-ins)
 
 __all__ = [
-    "Registry", "UnknownNameError", "LATENT_WIDTHS", "PLUGINS", "HeadOutput", "Plugin",
-    "create_plugin", "get_plugin_class", "list_plugins", "register_plugin",
+    "Registry", "UnknownNameError", "LATENT_WIDTHS", "PLUGINS", "HeadOutput", "NoParams", "Plugin",
+    "create_plugin", "get_plugin_class", "list_plugins", "plugin_params", "register_plugin",
 ]

@@ -1,4 +1,4 @@
-"""One small name → factory registry, shared by plugins, attacks, metrics and suites."""
+"""One small name → factory registry, shared by plugins, evaluators, attack methods, datasets and backbones."""
 from __future__ import annotations
 
 import difflib

@@ -1,8 +1,8 @@
 """The plugin contract: a head on top of backbone features, and a loss made of named terms.
 
 A plugin is an ``nn.Module`` built with the backbone's feature width, the number of
-classes and the suite's latent widths. It owns everything between the backbone and the
-logits, and the loss:
+classes, the suite's latent widths and its own parameters. It owns everything between
+the backbone and the logits, and the loss:
 
 * ``forward(h) -> HeadOutput`` gives the inference logits, the latent the geometry
   metrics are computed on (z for plugins with a penultimate layer, h otherwise) and h.
@@ -12,24 +12,34 @@ logits, and the loss:
   (γ, margin, scale) are read from it, so they survive a resume.
 * ``classifier`` is the final linear map; the shared recipe keeps its learning rate
   constant while the rest is decayed.
+* ``Params`` is a frozen dataclass of the plugin's tunable parameters, each with its
+  default: the one place they are declared. A suite sets them per plugin
+  (``plugin_params: {MyPen: {lam: 0.01}}``, or ``--set plugin_params.MyPen.lam=0.01``),
+  checked against the declaration (a mistyped name is an error); the plugin reads
+  ``self.params``.
 
 Writing a new regularizer is one small file:
 
+    from dataclasses import dataclass
     from registry import Plugin, register_plugin
 
     @register_plugin("MyPen")
     class MyPen(Plugin):
-        '''Paper. Loss = CE + λ‖h‖₁. Defaults: λ = 1e-3.'''
-        def __init__(self, *args, lam: float = 1e-3, **kw):
-            super().__init__(*args, **kw)
-            self.lam = lam
+        '''MyPen (Doe et al., 2024): Loss = CE + λ‖h‖₁. Defaults: λ = 1e-3.'''
+
+        @dataclass(frozen=True)
+        class Params:
+            lam: float = 1e-3          # λ
+
         def loss_terms(self, out, y):
-            return {"ce": self.cross_entropy(out, y), "l1": self.lam * out.features.abs().sum(1).mean()}
+            return {"ce": self.cross_entropy(out, y),
+                    "l1": self.params.lam * out.features.abs().sum(1).mean()}
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import ClassVar, Mapping
+from typing import Any, ClassVar, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -49,27 +59,57 @@ class HeadOutput:
     features: torch.Tensor  # backbone features h
 
 
+@dataclass(frozen=True)
+class NoParams:
+    """The parameters of a plugin that has none."""
+
+
 class Plugin(nn.Module):
     """Base class of every head/loss plugin.
 
     The default head is the paper's NoPen: a bias-free linear classifier on h, with the
-    cross-entropy loss. Subclasses set ``latent_width`` to put a penultimate layer of
-    that width ("narrow", "intermediate" or "wide", resolved by the suite) between h
-    and the classifier, ``latent_activation`` to make that layer nonlinear, and override
-    ``loss_terms`` to add terms.
+    cross-entropy loss.
+
+    Class attributes a subclass sets:
+
+    * ``latent_width``: "narrow", "intermediate" or "wide" (resolved by the suite's
+      ``latent_widths``) puts a penultimate layer z of that width between h and the
+      classifier; None (default): no penultimate layer, the latent is h.
+    * ``latent_activation``: an ``nn.Module`` class making that layer nonlinear.
+    * ``Params``: a frozen dataclass of the plugin's tunable parameters with defaults.
+
+    Attributes a plugin may read (set by this constructor before ``build_*`` run):
+
+    * ``self.feature_dim``: width of the backbone features h;
+    * ``self.num_classes``: number of classes;
+    * ``self.latent_dim``: width of z (None without a penultimate layer);
+    * ``self.params``: the ``Params`` instance of this run (suite values over defaults);
+    * ``self.epoch``: the current epoch, set by ``set_epoch`` (0 before training);
+    * ``self.penultimate`` (h → z, or None) and ``self.classifier`` (the final map),
+      built by ``build_penultimate()`` and ``build_classifier(in_features)``.
+
+    Methods a subclass may override: ``loss_terms`` (add terms), ``build_penultimate``,
+    ``build_classifier``, ``forward``, ``schedule_values`` (values logged per epoch).
+    Extra learnable parameters (e.g. class centres) are ordinary ``nn.Parameter``s
+    created in ``__init__`` after ``super().__init__``; they train with the rest.
     """
 
     latent_width: ClassVar[str | None] = None
     latent_activation: ClassVar[type[nn.Module] | None] = None
+    Params: ClassVar[type] = NoParams
 
     def __init__(self, feature_dim: int, num_classes: int,
-                 latent_dims: Mapping[str, int] | None = None) -> None:
+                 latent_dims: Mapping[str, int] | None = None, params: Any = None) -> None:
         super().__init__()
         if feature_dim <= 0 or num_classes < 2:
             raise ValueError(f"{type(self).__name__}: need feature_dim > 0 and num_classes >= 2, "
                              f"got {feature_dim}, {num_classes}")
         self.feature_dim = feature_dim
         self.num_classes = num_classes
+        self.params = self.Params() if params is None else params
+        if not isinstance(self.params, self.Params):
+            raise TypeError(f"{type(self).__name__}: params must be a {self.Params.__name__}, "
+                            f"got {type(self.params).__name__}")
         self.latent_dim = self._resolve_latent_dim(latent_dims)
         self.epoch = 0
         self.penultimate = self.build_penultimate()
@@ -133,8 +173,25 @@ PLUGINS: Registry[type[Plugin]] = Registry("plugin", entry_point_group="lpc_benc
 
 
 def register_plugin(name: str | None = None):
-    """Class decorator: ``@register_plugin("LPC")``. Overwriting a name warns."""
-    return PLUGINS.register(name)
+    """Class decorator: ``@register_plugin("LPC")``. Overwriting a name warns.
+
+    The class's ``Params`` must be a dataclass whose every field has a default (a plugin
+    is buildable without a suite): a broken declaration fails here, at import.
+    """
+    def decorator(cls):
+        check_params_declaration(cls)
+        return PLUGINS.register(name)(cls)
+    return decorator
+
+
+def check_params_declaration(cls: type) -> None:
+    params = getattr(cls, "Params", NoParams)
+    if not dataclasses.is_dataclass(params):
+        raise TypeError(f"{cls.__name__}.Params must be a dataclass")
+    try:
+        params()
+    except TypeError as exc:
+        raise TypeError(f"{cls.__name__}.Params: every parameter needs a default ({exc})") from None
 
 
 def list_plugins() -> list[str]:
@@ -145,11 +202,22 @@ def get_plugin_class(name: str) -> type[Plugin]:
     return PLUGINS.get(name)
 
 
-def create_plugin(name: str, feature_dim: int, num_classes: int,
-                  latent_dims: Mapping[str, int] | None = None, **overrides) -> Plugin:
-    """Build a registered plugin; ``overrides`` go to its constructor (e.g. ``gamma=...``)."""
+def plugin_params(name: str, params: Any = None, **overrides) -> Any:
+    """The ``Params`` of plugin ``name``: ``params`` (default: the declared defaults) with
+    ``overrides`` replaced; an undeclared name is a ValueError listing the declared ones."""
     cls = PLUGINS.get(name)
-    try:
-        return cls(feature_dim, num_classes, latent_dims, **overrides)
-    except TypeError as exc:
-        raise ValueError(f"plugin {name!r}: bad override(s) {sorted(overrides)}: {exc}") from None
+    declared = getattr(cls, "Params", NoParams)
+    base = declared() if params is None else params
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(declared)})
+    if unknown:
+        known = ", ".join(f.name for f in dataclasses.fields(declared)) or "none"
+        raise ValueError(f"plugin {name!r}: unknown parameter(s) {unknown} (declared: {known})")
+    return dataclasses.replace(base, **overrides) if overrides else base
+
+
+def create_plugin(name: str, feature_dim: int, num_classes: int,
+                  latent_dims: Mapping[str, int] | None = None, params: Any = None, **overrides) -> Plugin:
+    """Build a registered plugin with ``params`` (its ``Params``; default: the declared
+    defaults), individual parameters replaced by ``overrides`` (e.g. ``gamma=...``)."""
+    cls = PLUGINS.get(name)
+    return cls(feature_dim, num_classes, latent_dims, params=plugin_params(name, params, **overrides))

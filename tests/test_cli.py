@@ -33,7 +33,9 @@ MORE_BAD_INPUT = {
     "unknown key in suite file": (["run", "--suite", "keys.yaml"], "recipe.epochz"),
     "wrong type (choice)": (["run", "--set", "recipe.augment=rotate"], "recipe.augment"),
     "wrong type (pair)": (["run", "--set", "recipe.margin_scale=[1]"], "recipe.margin_scale"),
-    "non-finite number": (["run", "--set", "recipe.gamma_start=.inf"], "recipe.gamma_start"),
+    "non-finite number": (["run", "--set", "plugin_params.LPC.gamma.start=.inf"], "plugin_params.LPC.gamma"),
+    "moved recipe key": (["run", "--set", "recipe.gamma_start=1"], "plugin_params.LPC.gamma.start"),
+    "mistyped plugin parameter": (["run", "--set", "plugin_params.LPC.gama.cap=1"], "plugin_params.LPC.gama"),
     "missing suite file": (["run", "--suite", "missing.yaml"], "does not exist"),
     "override without value": (["run", "--set", "recipe.epochs"], "key=value"),
     "seed not in suite": (["run", "--seeds", "7"], "seed(s) 7"),
@@ -110,9 +112,11 @@ def test_list_names_the_eleven_plugins(capsys):
     assert code == 0, stderr
     sections = dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
     plugins = [p.strip() for p in sections["plugins"].split(",")]
-    assert set(plugins) >= {"LPC", "LPC-WIDE", "LPC-NARROW", "LPC-NoPen", "LPC-SCL", "LinPen",
-                            "NonlinPen", "SCL", "ArcFace", "CosFace", "NoPen"}
-    assert len(plugins) == len(set(plugins)) == 11
+    builtins = {"LPC", "LPC-WIDE", "LPC-NARROW", "LPC-NoPen", "LPC-SCL", "LinPen", "NonlinPen", "SCL", "ArcFace",
+                "CosFace", "NoPen"}
+    assert set(plugins) >= builtins and len(plugins) == len(set(plugins))   # an installed plugin may add more
+    from registry import get_plugin_class
+    assert {p for p in plugins if get_plugin_class(p).__module__.startswith("registry.plugins")} == builtins
     assert "digits" in sections["suites"]
     assert {"suites", "plugins", "datasets", "backbones", "attacks", "metrics"} <= set(sections)
 
@@ -124,7 +128,7 @@ def test_a_diverging_run_fails_the_command_in_one_line_and_the_sweep_goes_on(tmp
     from bench.cli.main import main
     monkeypatch.chdir(tmp_path)
     code = main(["run", "--plugins", "LPC", "NoPen", "--seeds", "0", "--quiet", "--no-report",
-                 "--set", "recipe.gamma_start=3e38", "--set", "recipe.gamma_cap=3e38",
+                 "--set", "plugin_params.LPC.gamma={start: 3e38, factor: 1.05, cap: 3e38}",
                  "--set", "latent_widths.intermediate=1024", "--set", "dataset.limit_train=128",
                  "--set", "recipe.epochs=2", "--set", "evaluation.evaluators=[]"])
     captured = capsys.readouterr()
@@ -144,3 +148,84 @@ def test_a_diverging_run_fails_the_command_in_one_line_and_the_sweep_goes_on(tmp
     done = json.loads((runs / "NoPen" / "seed0-lr0.001" / "result.json").read_text())
     assert done["status"] == "done" and done["test_acc"] > 0.1
     assert leftover_temporaries(tmp_path) == []
+
+
+# ----- one meaning per flag: --runs, --leaderboards; a suite by path; status -------------------
+TINY_RUN = ["run", "--plugins", "NoPen", "--seeds", "0", "--quiet", "--set", "recipe.epochs=1",
+            "--set", "dataset.limit_train=128", "--set", "evaluation.evaluators=[]"]
+
+
+def _bench(capsys, *args):
+    from bench.cli.main import main
+    code = main(list(args))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_a_leaderboard_lies_beside_its_runs_and_the_committed_ones_are_left_alone(tmp_path, monkeypatch, capsys):
+    """`bench run --runs DIR` (or its older name --out) writes DIR/leaderboards/<suite>.md, never
+    ./leaderboards; --leaderboards names another place; report and run agree on both flags."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = _bench(capsys, *TINY_RUN, "--runs", "exp")
+    assert code == 0, err
+    assert "leaderboard: exp/leaderboards/digits.md" in out and (tmp_path / "exp/leaderboards/digits.md").is_file()
+    assert not (tmp_path / "leaderboards").exists()
+    code, out, err = _bench(capsys, *TINY_RUN, "--out", "exp")          # the older name, the same meaning
+    assert code == 0 and "1 already done" in out and "leaderboard: exp/leaderboards/digits.md" in out
+    code, out, _ = _bench(capsys, *TINY_RUN, "--runs", "exp", "--leaderboards", "boards")
+    assert code == 0 and (tmp_path / "boards/digits.md").is_file()
+    code, out, _ = _bench(capsys, "report", "--runs", "exp")
+    assert code == 0 and out.strip() == "leaderboard: exp/leaderboards/digits.md"
+    code, out, _ = _bench(capsys, "report", "--out", "exp", "--leaderboards", "elsewhere")
+    assert code == 0 and (tmp_path / "elsewhere/digits.md").is_file()
+    code, out, err = _bench(capsys, "report", "--runs", "exp", "--out", "leaderboards")   # the old report usage
+    assert_one_error_line(code, out, err, "--out is the older name of --runs")
+    assert not (tmp_path / "leaderboards").exists()
+
+
+def test_report_check_and_baseline_take_a_suite_file_like_run(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("lpc_runs_factory", Path(__file__).parent / "fixtures" / "runs_factory.py")
+    factory = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(factory)
+    monkeypatch.chdir(tmp_path)
+    suite = factory.suite_config(name="mine", plugins=("LPC", "NoPen"), seeds=(0,), lrs=(0.001,))
+    for plugin in ("LPC", "NoPen"):
+        factory.write_run(tmp_path / "runs", suite, plugin, 0, 0.001)
+    factory.write_run(tmp_path / "runs", factory.suite_config(name="other", seeds=(0,), lrs=(0.001,)), "LPC", 0, 0.001)
+    (tmp_path / "my.yaml").write_text("name: mine\nplugins: [LPC, NoPen]\n")
+    (tmp_path / "nobody.yaml").write_text("name: nobody\nplugins: [LPC]\n")
+    code, out, err = _bench(capsys, "report", "--suite", "my.yaml", "--leaderboards", "lb")
+    assert code == 0, err
+    assert (tmp_path / "lb" / "mine.md").is_file()
+    assert _bench(capsys, "baseline", "--suite", "my.yaml", "--save", "b.json")[0] == 0
+    code, out, err = _bench(capsys, "check", "--suite", "my.yaml", "--against", "b.json")
+    assert code == 0 and "suite `mine`" in out, out + err
+    code, out, err = _bench(capsys, "check", "--suite", "nobody.yaml", "--against", "b.json")
+    assert_one_error_line(code, out, err, "no runs of suite nobody under runs")
+    code, out, err = _bench(capsys, "report", "--suite", "missing.yaml")
+    assert_one_error_line(code, out, err, "does not exist")
+
+
+def test_status_exits_like_the_other_verbs(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty").mkdir()
+    for args in (["status", "--runs", "empty"], ["status", "--runs", "missing"], ["report", "--runs", "empty"],
+                 ["check", "--runs", "empty", "--against", "x.json"]):
+        code, out, err = _bench(capsys, *args)
+        assert_one_error_line(code, out, err, "runs")
+    assert _bench(capsys, *TINY_RUN, "--runs", "exp", "--no-report")[0] == 0
+    code, out, _ = _bench(capsys, "status", "--runs", "exp")
+    assert code == 0 and "digits/NoPen/seed0-lr0.001  done" in out and out.strip().endswith("0 pending, 0 running, 1 done, 0 failed")
+    code, out, _ = _bench(capsys, "status", "--runs", "exp", "--only", "failed")
+    assert code == 0 and out.strip() == "no failed runs"
+
+
+def test_bench_alone_or_with_run_flags_runs_the_default_suite():
+    from bench.cli.main import build_parser, with_default_command
+    commands = build_parser()._subparsers._group_actions[0].choices
+    assert with_default_command([], commands) == ["run"]
+    assert with_default_command(["--quiet"], commands) == ["run", "--quiet"]
+    assert with_default_command(["report", "--runs", "x"], commands) == ["report", "--runs", "x"]
+    assert with_default_command(["--help"], commands) == ["--help"]

@@ -7,11 +7,17 @@ import math
 
 import pytest
 
+from bench.config.params import resolve_params
 from bench.config.schema import Recipe, Suite
 from bench.suites import load_suite, suite_names
 from bench.core.errors import BenchError
 from bench.core.typed import apply_overrides, from_dict, parse_override, to_dict
 from lpc import GeometricSchedule, LinearRamp
+
+
+def params(suite, plugin):
+    """The resolved parameters of ``plugin`` in ``suite`` (its Params: suite values over defaults)."""
+    return resolve_params(plugin, suite.plugin_params.get(plugin))
 
 
 def error_of(*args, **kwargs) -> str:
@@ -46,11 +52,7 @@ def test_set_recipe_epochs():
 
 @pytest.mark.parametrize("text,key,value", [
     ("recipe.epochs=20", "recipe.epochs", 20),
-    ("recipe.gamma_cap=1e3", "recipe.gamma_cap", 1000.0),       # YAML reads 1e3 as a string
-    ("recipe.gamma_start=1.0e-2", "recipe.gamma_start", 0.01),
     ("recipe.augment=crop_flip", "recipe.augment", "crop_flip"),
-    ("recipe.penalty_per_dimension=true", "recipe.penalty_per_dimension", True),
-    ("recipe.margin_scale=[8, 32]", "recipe.margin_scale", (8.0, 32.0)),
     ("seeds=[4, 5]", "seeds", (4, 5)),
     ("plugins=[LPC, NoPen]", "plugins", ("LPC", "NoPen")),
     ("dataset.limit_train=100", "dataset.limit_train", 100),
@@ -71,12 +73,68 @@ def test_later_overrides_win_and_values_may_contain_equals():
     assert parse_override("description=a=b") == ("description", "a=b")
 
 
-def test_overrides_change_the_plugin_hyperparameters():
-    recipe = load_suite("digits", ["recipe.gamma_start=0.5", "recipe.gamma_factor=2", "recipe.gamma_cap=3",
-                                   "recipe.margin_ramp_epochs=10"]).recipe
-    hp = recipe.plugin_hyperparameters()
-    assert hp["gamma"] == GeometricSchedule(0.5, 2.0, 3.0)
-    assert hp["margin_scale"] == LinearRamp(16.0, 64.0, 10)
+# ----- plugin parameters: declared by each plugin, set per plugin ----------------------
+def test_the_suites_plugin_params_reach_each_plugin():
+    suite = load_suite("digits")
+    for plugin in ("LPC", "LPC-WIDE", "LPC-NARROW", "LPC-NoPen", "LPC-SCL"):
+        assert params(suite, plugin).gamma == GeometricSchedule(1e-2, 1.05, 100.0)
+    # a partial mapping keeps the declared defaults of what it does not set
+    assert params(suite, "ArcFace").margin == LinearRamp(0.1, 0.5, 100)
+    assert params(suite, "CosFace").scale == LinearRamp(16.0, 64.0, 100)
+    assert params(suite, "SCL").supcon_temperature == 0.05 and params(suite, "NoPen") == resolve_params("NoPen")
+
+
+@pytest.mark.parametrize("text,plugin,field,value", [
+    ("plugin_params.LPC.gamma.cap=1e3", "LPC", "gamma", GeometricSchedule(1e-2, 1.05, 1000.0)),  # YAML: "1e3" is text
+    ("plugin_params.LPC.gamma={start: 0.5, factor: 2, cap: 3}", "LPC", "gamma", GeometricSchedule(0.5, 2.0, 3.0)),
+    ("plugin_params.LPC.per_dimension=true", "LPC", "per_dimension", True),
+    ("plugin_params.ArcFace.scale.epochs=10", "ArcFace", "scale", LinearRamp(16.0, 64.0, 10)),
+    ("plugin_params.SCL.supcon_weight=0.5", "SCL", "supcon_weight", 0.5),
+    ("plugin_params.LPC.gamma.cap=.inf", "LPC", "gamma", GeometricSchedule(1e-2, 1.05, math.inf)),
+])
+def test_plugin_params_overrides_are_converted_to_the_declared_type(text, plugin, field, value):
+    got = getattr(params(load_suite("digits", [text]), plugin), field)
+    assert got == value and type(got) is type(value)
+    assert params(load_suite("digits"), "LPC-WIDE").gamma.cap == 100.0   # other plugins are untouched
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("plugin_params.LPC.gama.cap=1", "unknown key plugin_params.LPC.gama (known: gamma, per_dimension)"),
+    ("plugin_params.NoPen.lam=1", "unknown key plugin_params.NoPen.lam"),
+    ("plugin_params.LPC.per_dimension=maybe", "plugin_params.LPC.per_dimension: expected true/false"),
+    ("plugin_params.LPC.gamma.start=abc", "plugin_params.LPC.gamma.start: expected a number"),
+    ("plugin_params.LPC.gamma.start=nan", "plugin_params.LPC.gamma"),
+    ("plugin_params.LPC.gamma.start=.inf", "plugin_params.LPC.gamma"),
+    ("plugin_params.LPC.gamma.cap=-1", "plugin_params.LPC.gamma"),
+    ("plugin_params.ArcFace.margin=[0.1, 0.5]", "plugin_params.ArcFace.margin: expected a mapping"),
+    ("plugin_params.LPCX.gamma.cap=1", "unknown plugin 'LPCX'"),
+    ("plugin_params.LPC=3", "plugin_params.LPC"),
+])
+def test_bad_plugin_params_name_the_dotted_key(text, needle):
+    assert needle in error_of("digits", [text])
+
+
+@pytest.mark.parametrize("key,where", [("recipe.gamma_cap", "plugin_params.LPC.gamma.cap"),
+                                       ("recipe.margin_ramp_epochs", "plugin_params.ArcFace.margin.epochs"),
+                                       ("recipe.penalty_per_dimension", "plugin_params.LPC.per_dimension")])
+def test_a_moved_recipe_key_says_where_it_lives_now(key, where):
+    message = error_of("digits", [f"{key}=3"])
+    assert key in message and where in message
+
+
+def test_a_suite_written_with_the_old_recipe_keys_loads_with_the_same_parameters(tmp_path):
+    """Documented migration (bench.config.migrate): the recipe's old plugin fields become the
+    plugins' parameters, the old recipe's defaults where a key was not written."""
+    path = tmp_path / "old.yaml"
+    path.write_text("name: old\nplugins: [LPC, LPC-SCL, ArcFace, NoPen]\nrecipe:\n  epochs: 7\n  gamma_cap: 1e3\n"
+                    "  supcon_weight: 0.5\n  margin_ramp_epochs: 20\n"
+                    "plugin_params:\n  LPC: {per_dimension: true}\n")
+    suite = load_suite(str(path))
+    assert suite.recipe.epochs == 7
+    assert params(suite, "LPC") == resolve_params("LPC", {"gamma": {"cap": 1000.0}, "per_dimension": True})
+    assert params(suite, "LPC-SCL").supcon_weight == 0.5 and params(suite, "LPC-SCL").gamma.cap == 1000.0
+    assert params(suite, "ArcFace").margin == LinearRamp(0.1, 0.5, 20)
+    assert params(suite, "ArcFace").scale == LinearRamp(16.0, 64.0, 20)
 
 
 @pytest.mark.parametrize("epoch,factor", [(0, 1.0), (99, 1.0), (100, 0.5), (124, 0.5), (125, 0.25), (149, 0.25), (150, 0.125)])
@@ -105,10 +163,6 @@ def test_unknown_override_key_names_the_dotted_key(text, needle):
     ("recipe.epochs=[1]", "recipe.epochs"),
     ("recipe.epochs=", "recipe.epochs"),
     ("recipe.augment=rotate", "recipe.augment"),
-    ("recipe.gamma_start=abc", "recipe.gamma_start"),
-    ("recipe.penalty_per_dimension=maybe", "recipe.penalty_per_dimension"),
-    ("recipe.margin_scale=[1]", "recipe.margin_scale"),
-    ("recipe.arcface_margin=[0.1, 0.2, 0.3]", "recipe.arcface_margin"),
     ("seeds=abc", "seeds"),
     ("seeds=[0, x]", "seeds[1]"),
     ("latent_widths.intermediate=abc", "latent_widths.intermediate"),
@@ -125,10 +179,9 @@ def test_wrong_type_names_the_dotted_key(text, key):
     ("recipe.epochs=0", "recipe.epochs"),
     ("recipe.epochs=-1", "recipe.epochs"),
     ("recipe.batch_size=0", "recipe.batch_size"),
-    ("recipe.gamma_start=nan", "recipe.gamma_start"),
-    ("recipe.gamma_start=inf", "recipe.gamma_start"),
     ("recipe.weight_decay=-1", "recipe.weight_decay"),
-    ("recipe.arcface_margin=[0.1, .nan]", "recipe.arcface_margin"),
+    ("recipe.lr_decay_factor=nan", "recipe.lr_decay_factor"),
+    ("recipe.lr_decay_factor=inf", "recipe.lr_decay_factor"),
     ("dataset.val_fraction=2", "dataset.val_fraction"),
     ("dataset.limit_train=0", "dataset.limit_train"),
 ])
@@ -137,7 +190,7 @@ def test_out_of_range_values_name_the_key(text, key):
 
 
 def test_an_infinite_gamma_cap_is_allowed():
-    assert load_suite("digits", ["recipe.gamma_cap=.inf"]).recipe.gamma_cap == math.inf
+    assert params(load_suite("digits", ["plugin_params.LPC.gamma.cap=.inf"]), "LPC").gamma.cap == math.inf
 
 
 @pytest.mark.parametrize("text", ["recipe.epochs", "=3", "   =3"])
@@ -190,10 +243,11 @@ def test_plugin_without_its_latent_width(tmp_path):
 # ----- suite files -----------------------------------------------------------------------
 def test_a_yaml_file_by_path(tmp_path):
     path = tmp_path / "mine.yaml"
-    path.write_text("name: mine\nplugins: [LPC, NoPen]\nseeds: [3]\nrecipe:\n  epochs: 7\n  gamma_cap: 1e3\n")
+    path.write_text("name: mine\nplugins: [LPC, NoPen]\nseeds: [3]\nrecipe:\n  epochs: 7\n"
+                    "plugin_params:\n  LPC: {gamma: {cap: 1e3}}\n")
     suite = load_suite(str(path), ["recipe.batch_size=32"])
     assert (suite.name, suite.plugins, suite.seeds) == ("mine", ("LPC", "NoPen"), (3,))
-    assert (suite.recipe.epochs, suite.recipe.gamma_cap, suite.recipe.batch_size) == (7, 1000.0, 32)
+    assert (suite.recipe.epochs, params(suite, "LPC").gamma.cap, suite.recipe.batch_size) == (7, 1000.0, 32)
 
 
 @pytest.mark.parametrize("text,line", [

@@ -23,7 +23,8 @@ from bench.executors.inprocess import InProcessExecutor
 from bench.executors.pool import PoolExecutor
 from bench.executors.slurm import JobSignals, JobTerminated
 from bench.core.locks import RunLock, holder, remove_stale_temporaries
-from bench.executors.sweep import FAILED_KEPT, run_sweep, select_runs, summarize
+from bench.executors.sweep import run_sweep, select_runs, summary_lines
+from bench.runs.folder import FAILED_KEPT
 from bench.training.trainer import failure_kind, train_run
 
 REPO = Path(__file__).resolve().parents[1]
@@ -150,7 +151,7 @@ def test_exceptions_and_oom_are_recorded_as_failed_results(tmp_path, monkeypatch
     assert lpc["failure"]["epoch"] == 2 and lpc["failure"]["stage"] == "training"
     assert lpc["failure"]["kind"] == "exception" and lpc["failure"]["reason"] == "ValueError: something broke"
     assert "Traceback" in lpc["failure"]["traceback"]
-    text, code = summarize(suite, outcomes, 1.0, tmp_path)
+    text, code = summary_lines(suite, outcomes, 1.0, tmp_path)
     assert code == 1 and "NoPen/seed0-lr0.001: oom: RuntimeError: CUDA out of memory" in text
     assert "--retry-failed" in text
 
@@ -317,9 +318,9 @@ def test_executor_section_from_yaml_and_flags(tmp_path):
     assert isinstance(make_executor(ExecutorConfig(), tmp_path), InProcessExecutor)
 
     # how a run executes is not part of what it is: same config.json, same folder
-    from bench.training.trainer import identity_config
+    from bench.runs.folder import run_config
     spec = select_runs(suite)[0]
-    assert identity_config(suite, spec) == identity_config(suite.replace(executor=ExecutorConfig()), spec)
+    assert run_config(suite, spec) == run_config(suite.replace(executor=ExecutorConfig()), spec)
 
 
 # ---------------------------------------------------------------- the process pool

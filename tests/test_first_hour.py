@@ -20,7 +20,8 @@ from bench.core import io
 from bench.executors.inprocess import outcome_line
 from bench.runs.folder import RunSpec
 from bench.training import estimate
-from bench.training.trainer import RunOutcome, first_nonfinite, running_epoch, train_run
+from bench.runs.folder import record_lost_run, running_epoch
+from bench.training.trainer import RunOutcome, first_nonfinite, train_run
 from registry import PLUGINS, Plugin
 
 from conftest import REPO, cli_env, run_cli
@@ -298,14 +299,12 @@ def test_running_epoch_reads_the_log():
 
 
 def test_a_worker_killed_in_epoch_two_is_recorded_as_epoch_two(tmp_path, tiny_suite):
-    from bench.executors.base import RunTask
-    from bench.executors.pool import record_lost_run
     suite = tiny_suite(epochs=4)
     spec = RunSpec(suite.name, "LPC", 0, suite.lrs[0])
     run_dir = spec.directory(tmp_path)
     run_dir.mkdir(parents=True)
     (run_dir / "log.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n')
-    outcome = record_lost_run(RunTask(suite, spec, tmp_path), "killed", "worker process was killed by SIGKILL")
+    outcome = record_lost_run(spec, run_dir, "killed", "worker process was killed by SIGKILL")
     assert outcome.status == "failed" and outcome.result["failure"]["epoch"] == 2
 
 

@@ -156,9 +156,7 @@ def naive_margin_loss(h, weight, y, margin: float, scale: float, kind: str):
 def margin_plugin(kind: str, margin: float, scale: float, features: int = 16, classes: int = 5):
     torch.manual_seed(0)
     name = "ArcFace" if kind == "arcface" else "CosFace"
-    key = "arcface_margin" if kind == "arcface" else "cosface_margin"
-    return create_plugin(name, features, classes, **{key: ConstantSchedule(margin),
-                                                     "margin_scale": ConstantSchedule(scale)})
+    return create_plugin(name, features, classes, margin=ConstantSchedule(margin), scale=ConstantSchedule(scale))
 
 
 def margin_batch(seed: int, n: int = 24, features: int = 16, classes: int = 5):

@@ -419,7 +419,7 @@ def test_correlate_refuses_non_finite_values(bad):
 
 
 def _record(tmp_path, plugin, seed, r_train, rho, status="done"):
-    from bench.runs.results import RunRecord
+    from bench.runs.folder import RunRecord
     ev = {"geometry": {"train": {"R_mean": r_train}, "test": {"R_mean": r_train * 0.9}}}
     if rho is not None:
         ev["deepfool"] = {"rho_mean": rho}

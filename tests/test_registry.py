@@ -43,10 +43,14 @@ def batch(seed: int = 0):
     return h, y
 
 
+def builtin_names() -> list[str]:
+    """The plugins this package ships (an installed third-party plugin is not one of them)."""
+    return [n for n in list_plugins() if get_plugin_class(n).__module__.startswith("registry.plugins")]
+
+
 # ----- every registered plugin (built-in or third-party) ---------------------------------
 def test_the_eleven_builtins_are_registered():
-    assert set(BUILTINS) <= set(list_plugins())
-    assert len(BUILTINS) == 11
+    assert set(builtin_names()) == set(BUILTINS) and len(BUILTINS) == 11
 
 
 @pytest.mark.parametrize("name", list_plugins())
@@ -91,13 +95,30 @@ def test_plugin_schedule_values_are_floats_at_every_epoch(name):
             assert type(value) is float and math.isfinite(value), (key, value)
 
 
-@pytest.mark.parametrize("name", list_plugins())
+@pytest.mark.parametrize("name", builtin_names())
 def test_plugin_docstring_starts_with_the_paper(name):
+    """The project's style for its own plugins (a third-party plugin is free to differ)."""
     doc = (get_plugin_class(name).__doc__ or "").strip()
     first_paragraph = doc.split("\n\n")[0]
     assert doc.startswith(name), f"{name}: docstring should open with the model's name"
     cites = re.search(r"arXiv \d{4}\.\d{4,5}|et al\.,? [^)]*\d{4}", first_paragraph)
     assert cites, f"{name}: first paragraph of the docstring cites no paper: {first_paragraph!r}"
+
+
+@pytest.mark.parametrize("name", list_plugins())
+def test_plugin_parameters_are_declared_with_defaults(name):
+    """Every plugin's ``Params`` is a dataclass buildable without a suite, and a plugin built
+    with non-default parameters holds exactly those."""
+    import dataclasses
+    cls = get_plugin_class(name)
+    assert dataclasses.is_dataclass(cls.Params)
+    plugin = build(name)
+    assert plugin.params == cls.Params()
+    for field in dataclasses.fields(cls.Params):
+        default = getattr(plugin.params, field.name)
+        if isinstance(default, bool):
+            assert build(name, **{field.name: not default}).params == dataclasses.replace(
+                cls.Params(), **{field.name: not default})
 
 
 @pytest.mark.parametrize("name", list_plugins())
@@ -114,12 +135,12 @@ def test_builtin_schedules_follow_the_epoch():
     assert lpc.schedule_values() == {"gamma": pytest.approx(1e-2)}
     lpc.set_epoch(10)
     assert lpc.schedule_values()["gamma"] == pytest.approx(1e-2 * 1.05 ** 10)
-    arc = build("ArcFace")
+    arc = build("ArcFace")   # the default ramps: 250 epochs (one value, in the plugin's Params)
     assert arc.schedule_values() == {"margin": pytest.approx(0.1), "scale": pytest.approx(16.0)}
-    arc.set_epoch(100)
+    arc.set_epoch(250)
     assert arc.schedule_values() == {"margin": pytest.approx(0.5), "scale": pytest.approx(64.0)}
     cos = build("CosFace")
-    cos.set_epoch(50)
+    cos.set_epoch(125)
     assert cos.schedule_values() == {"margin": pytest.approx(0.15), "scale": pytest.approx(40.0)}
 
 
@@ -176,12 +197,55 @@ def test_unknown_name_lists_close_matches():
 
 def test_create_plugin_passes_overrides_and_rejects_bad_ones():
     from lpc import ConstantSchedule
-    lpc = build("LPC", gamma=ConstantSchedule(7.0), penalty_per_dimension=True)
-    assert lpc.schedule_values() == {"gamma": 7.0} and lpc.penalty_per_dimension
-    with pytest.raises(ValueError, match=r"plugin 'LPC'.*gamma_typo"):
+    lpc = build("LPC", gamma=ConstantSchedule(7.0), per_dimension=True)
+    assert lpc.schedule_values() == {"gamma": 7.0} and lpc.params.per_dimension
+    with pytest.raises(ValueError, match=r"plugin 'LPC': unknown parameter.*gamma_typo.*declared: gamma, per_dimension"):
         build("LPC", gamma_typo=1.0)
-    with pytest.raises(ValueError, match="NoPen"):
+    with pytest.raises(ValueError, match="NoPen.*declared: none"):
         build("NoPen", gamma=ConstantSchedule(1.0))
+
+
+def test_the_lpc_plugins_are_the_lpc_librarys_head_and_penalty(monkeypatch):
+    """LPC's layers are an ``lpc.LPCHead``'s and its forward is that head's: a change to the
+    library's head changes the benchmarked plugin."""
+    import lpc
+    plugin = build("LPC")
+    assert isinstance(plugin.lpc_head, lpc.LPCHead)
+    assert plugin.penultimate is plugin.lpc_head.latent and plugin.classifier is plugin.lpc_head.classifier
+    assert plugin.classifier.bias is None
+    assert sorted(plugin.state_dict()) == ["classifier.weight", "penultimate.bias", "penultimate.weight"]
+    h, y = batch()
+    z, logits = plugin.lpc_head(h)
+    out = plugin(h)
+    torch.testing.assert_close(out.logits, logits)
+    torch.testing.assert_close(out.latent, z)
+    calls = []
+    original = lpc.LPCHead.forward
+    monkeypatch.setattr(lpc.LPCHead, "forward", lambda self, x: calls.append(1) or original(self, x))
+    plugin(h)
+    assert calls == [1]
+    penalty = plugin.loss(out, y)["penalty"]
+    assert float(penalty) == pytest.approx(float(lpc.latent_penalty(out.latent, 1e-2)), rel=1e-6)
+
+
+def test_a_params_declaration_is_checked_at_registration(scratch_plugin):
+    import dataclasses
+
+    class NotADataclass(Plugin):
+        class Params:
+            lam = 1.0
+
+    with pytest.raises(TypeError, match="must be a dataclass"):
+        scratch_plugin("Test-Bad1", NotADataclass)
+
+    class NoDefault(Plugin):
+        @dataclasses.dataclass(frozen=True)
+        class Params:
+            lam: float
+
+    with pytest.raises(TypeError, match="needs a default"):
+        scratch_plugin("Test-Bad2", NoDefault)
+    assert "Test-Bad1" not in list_plugins() and "Test-Bad2" not in list_plugins()
 
 
 @pytest.fixture
@@ -198,15 +262,17 @@ def scratch_plugin():
 
 
 def test_register_plugin_makes_a_new_regularizer_usable(scratch_plugin):
+    import dataclasses
+
     class L1Pen(Plugin):
         """L1Pen (test): CE + λ‖h‖₁."""
 
-        def __init__(self, *args, lam: float = 1e-3, **kw):
-            super().__init__(*args, **kw)
-            self.lam = lam
+        @dataclasses.dataclass(frozen=True)
+        class Params:
+            lam: float = 1e-3
 
         def loss_terms(self, out, y):
-            return {"ce": self.cross_entropy(out, y), "l1": self.lam * out.features.abs().sum(1).mean()}
+            return {"ce": self.cross_entropy(out, y), "l1": self.params.lam * out.features.abs().sum(1).mean()}
 
     scratch_plugin("Test-L1Pen", L1Pen)
     assert "Test-L1Pen" in list_plugins()
@@ -321,12 +387,13 @@ def test_entry_points_reach_list_plugins_and_the_cli(tmp_path):
             terms["total"].backward()
             out[name] = sorted(terms)
         print(json.dumps(out))
-        main(["list", "plugins"])
+        main(["list"])
     """)
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=cli_env([str(tmp_path)]),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    first, listing = proc.stdout.splitlines()[0], proc.stdout.splitlines()[-1]
+    first = proc.stdout.splitlines()[0]
+    listing = next(line for line in proc.stdout.splitlines() if line.startswith("plugins:"))
     got = json.loads(first)
     assert {"ToyPen", "ToyDecorated"} <= set(got["names"]) and set(BUILTINS) <= set(got["names"])
     assert got["ToyPen"] == ["ce", "total", "toy"] and got["ToyDecorated"] == ["ce", "total"]

@@ -13,13 +13,15 @@ import json
 import os
 import re
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 
-from bench.reporting import report
 from bench.cli.main import main
+from bench.reporting import figures, format as fmt, report, summary as summary_module
+from bench.reporting.published.page import render_published
+from bench.reporting.stats import Stat
+from bench.reporting.summary import summarise_suite
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXPECTED = FIXTURES / "expected" / "fixture-digits.md"
@@ -58,7 +60,7 @@ def test_fixture_tree_is_what_the_factory_writes(tmp_path):
 
 
 def test_report_matches_expected_markdown(fixture_runs, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "suite_analysis", lambda records: (FIXED_ANALYSIS, None))
+    monkeypatch.setattr(summary_module, "suite_analysis", lambda records: (FIXED_ANALYSIS, None))
     out = tmp_path / "leaderboards"
     path = report.build_report(fixture_runs, None, out)
     text = path.read_text()
@@ -74,17 +76,18 @@ def test_report_matches_expected_markdown(fixture_runs, tmp_path, monkeypatch):
             assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (out / "fixture-digits-figures" / "r-vs-rho.png").is_file()
     assert (out / "fixture-digits-figures" / "curves-LPC.png").is_file()
+    assert (out / "fixture-digits-figures" / "z-hist.png").is_file()   # from result.json's figure_data alone
 
 
 def test_report_is_deterministic(fixture_runs, tmp_path, monkeypatch):
-    monkeypatch.setattr(report, "suite_analysis", lambda records: (FIXED_ANALYSIS, None))
+    monkeypatch.setattr(summary_module, "suite_analysis", lambda records: (FIXED_ANALYSIS, None))
     a = report.build_report(fixture_runs, None, tmp_path / "a", figures=False).read_text()
     b = report.build_report(fixture_runs, None, tmp_path / "b", figures=False).read_text()
     assert a == b
 
 
 def test_failed_and_unfinished_runs_are_listed_not_averaged(fixture_runs, tmp_path):
-    summary = report.summarise(fixture_runs, None)
+    summary = summarise_suite(fixture_runs, None)
     linpen = summary.plugin("LinPen")
     assert [r.seed for r in linpen.runs] == [0]            # seed 1 failed: n = 1
     assert linpen.stats["test_acc"].n == 1 and linpen.stats["test_acc"].std is None
@@ -98,7 +101,7 @@ def test_failed_and_unfinished_runs_are_listed_not_averaged(fixture_runs, tmp_pa
 
 
 def test_lr_is_selected_on_validation_accuracy(fixture_runs):
-    summary = report.summarise(fixture_runs, None)
+    summary = summarise_suite(fixture_runs, None)
     lpc = summary.plugin("LPC")
     assert [(r.seed, r.lr) for r in lpc.runs] == [(0, 0.001), (1, 0.002)]
 
@@ -114,34 +117,31 @@ def test_missing_evaluators_show_dashes_and_skip_claims(tmp_path):
     text = report.build_report(tmp_path, None, tmp_path / "lb", figures=False).read_text()
     row = next(line for line in text.splitlines() if line.startswith("| 1 | LPC"))
     assert row.count("–") >= 6
-    from bench.reporting import figures
-    note = figures.scatter_r_rho(report.summarise(tmp_path, None), tmp_path / "figs", "figs")
+    note = figures.scatter_r_rho(summarise_suite(tmp_path, None), tmp_path / "figs", "figs")
     assert "R vs ρ figure skipped" in note[0]
     assert "**skipped**: LPC-family R" in text
     assert "No DeepFool or masking results" in text
     assert "No binarity results" in text
 
 
-def test_report_says_when_the_analysis_module_is_missing(fixture_runs, tmp_path, monkeypatch):
-    monkeypatch.setitem(sys.modules, "bench.metrics.correlation", None)
-    text = report.build_report(fixture_runs, None, tmp_path / "lb", figures=False).read_text()
-    assert "Suite analysis (Pearson/Spearman with bootstrap 95 % CI): not available" in text
-    assert "Pearson r(R, ρ) = 0.998" in text
-
-
-def test_report_renders_the_real_analysis(fixture_runs, tmp_path):
-    pytest.importorskip("bench.metrics.correlation")
+def test_one_pearson_feeds_the_table_and_the_claim(fixture_runs, tmp_path):
+    """The correlation table and the shape claim come from the same analysis
+    (bench.metrics.correlation), so they print the same r."""
+    summary = summarise_suite(fixture_runs, None)
+    table_r = summary.analysis["train"]["R_vs_rho"]["pearson"]["r"]
+    assert summary.correlations()["rho"].r == table_r
     text = report.build_report(fixture_runs, None, tmp_path / "lb", figures=False).read_text()
     assert "| train (headline) | R vs ρ | 10 |" in text
+    assert f"r = {table_r:.3f} over 10 runs" in text and f"| {table_r:.3f} [" in text
 
 
 def test_report_cli_and_bad_input(fixture_runs, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(report, "make_figures", lambda summary, out_dir: {})
-    assert main(["report", "--runs", str(fixture_runs), "--out", str(tmp_path / "lb")]) == 0
+    assert main(["report", "--runs", str(fixture_runs), "--leaderboards", str(tmp_path / "lb")]) == 0
     assert (tmp_path / "lb" / "fixture-digits.md").is_file()
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["report", "--runs", str(empty), "--out", str(tmp_path / "lb2")]) == 2
+    assert main(["report", "--runs", str(empty), "--leaderboards", str(tmp_path / "lb2")]) == 2
     assert "no runs" in capsys.readouterr().err
 
 
@@ -149,10 +149,10 @@ def test_mixed_suites_are_refused(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(report, "make_figures", lambda summary, out_dir: {})
     for name in ("one", "two"):
         factory.write_run(tmp_path, factory.suite_config(name=name, seeds=(0,), lrs=(0.001,)), "LPC", 0, 0.001)
-    assert main(["report", "--runs", str(tmp_path), "--out", str(tmp_path / "lb")]) == 2
+    assert main(["report", "--runs", str(tmp_path), "--leaderboards", str(tmp_path / "lb")]) == 2
     err = capsys.readouterr().err
     assert "mixes runs of several suites" in err and err.count("\n") == 1
-    assert main(["report", "--runs", str(tmp_path), "--suite", "two", "--out", str(tmp_path / "lb")]) == 0
+    assert main(["report", "--runs", str(tmp_path), "--suite", "two", "--leaderboards", str(tmp_path / "lb")]) == 0
 
 
 def test_mixed_configurations_are_flagged(tmp_path):
@@ -163,21 +163,21 @@ def test_mixed_configurations_are_flagged(tmp_path):
 
 
 def test_number_formats():
-    assert report.fmt_sig(298.61) == "299"
-    assert report.fmt_sig(0.586) == "0.586"
-    assert report.fmt_sig(1.1064e-13) == "1.11e-13"
-    assert report.fmt_sig(-4.123) == "-4.12"
-    assert report.fmt_stat(report.Stat(0.586, 0.175, 5)) == "0.586 ± 0.175"
-    assert report.fmt_stat(report.Stat(0.9498, 0.0012, 5), "pct") == "94.98 ± 0.12"
-    assert report.fmt_stat(report.Stat(1.5e-12, 3e-13, 2)) == "1.50e-12 ± 3.0e-13"
-    assert report.fmt_stat(report.Stat(2.0, None, 1)) == "2.00"
-    assert report.fmt_stat(report.Stat(2.0, 0.1, 2), n_expected=3) == "2.00 ± 0.10 (n=2)"
-    assert report.fmt_stat(None) == "–"
-    assert report.number("nan") is None and report.number(True) is None and report.number(3) == 3.0
+    assert fmt.fmt_sig(298.61) == "299"
+    assert fmt.fmt_sig(0.586) == "0.586"
+    assert fmt.fmt_sig(1.1064e-13) == "1.11e-13"
+    assert fmt.fmt_sig(-4.123) == "-4.12"
+    assert fmt.fmt_stat(Stat(0.586, 0.175, 5)) == "0.586 ± 0.175"
+    assert fmt.fmt_stat(Stat(0.9498, 0.0012, 5), "pct") == "94.98 ± 0.12"
+    assert fmt.fmt_stat(Stat(1.5e-12, 3e-13, 2)) == "1.50e-12 ± 3.0e-13"
+    assert fmt.fmt_stat(Stat(2.0, None, 1)) == "2.00"
+    assert fmt.fmt_stat(Stat(2.0, 0.1, 2), n_expected=3) == "2.00 ± 0.10 (n=2)"
+    assert fmt.fmt_stat(None) == "–"
+    assert fmt.number("nan") is None and fmt.number(True) is None and fmt.number(3) == 3.0
 
 
 def test_published_page(tmp_path, capsys):
-    assert main(["published", "--out", str(tmp_path)]) == 0
+    assert main(["published", "--leaderboards", str(tmp_path)]) == 0
     text = (tmp_path / "published.md").read_text()
     for heading in ("## CIFAR-10", "## CIFAR-100", "### Table I", "### Table II", "### Table IV"):
         assert heading in text
@@ -190,7 +190,7 @@ def test_committed_published_page_is_current(tmp_path):
     committed = Path(__file__).resolve().parent.parent / "leaderboards" / "published.md"
     if not committed.exists():
         pytest.skip("leaderboards/published.md not written yet")
-    assert report.render_published(tmp_path).read_text() == committed.read_text()
+    assert render_published(tmp_path).read_text() == committed.read_text()
 
 
 def test_published_data_matches_the_paper_csvs():

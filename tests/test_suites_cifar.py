@@ -9,7 +9,9 @@ import yaml
 
 from bench.config.schema import Suite
 from bench.suites import load_suite
+from bench.config.params import resolve_params
 from bench.runs.folder import plan_runs
+from lpc import GeometricSchedule, LinearRamp
 from bench.core.typed import from_dict
 
 PAPER_PLUGINS = {"LPC", "LPC-WIDE", "LPC-NARROW", "LPC-SCL", "LPC-NoPen", "LinPen", "NonlinPen",
@@ -35,12 +37,16 @@ def test_paper_suite_is_the_papers_recipe(name, backbone, widths):
     assert list(suite.seeds) == [0, 1, 2, 3, 4]
     assert np.allclose(suite.lrs, [1e-4 * 2**k for k in range(4)])
     assert (r.epochs, r.lr_decay_start, r.lr_decay_every, r.lr_decay_factor) == (800, 250, 50, 0.5)
-    assert (r.gamma_start, r.gamma_factor, r.gamma_cap, r.penalty_per_dimension) == (1e-2, 1.05, 1e6, False)
-    assert r.supcon_temperature == 0.05 and r.optimizer == "adamw" and r.weight_decay == 5e-5
-    assert r.arcface_margin == (0.1, 0.5) and r.cosface_margin == (0.05, 0.25) and r.margin_scale == (16.0, 64.0)
+    params = {p: resolve_params(p, suite.plugin_params.get(p)) for p in suite.plugins}
+    for plugin in ("LPC", "LPC-WIDE", "LPC-NARROW", "LPC-NoPen", "LPC-SCL"):
+        assert params[plugin].gamma == GeometricSchedule(1e-2, 1.05, 1e6) and params[plugin].per_dimension is False
+    assert params["LPC-SCL"].supcon_temperature == params["SCL"].supcon_temperature == 0.05
+    assert r.optimizer == "adamw" and r.weight_decay == 5e-5
+    assert params["ArcFace"].margin == LinearRamp(0.1, 0.5, 40) and params["CosFace"].margin == LinearRamp(0.05, 0.25, 40)
+    assert params["ArcFace"].scale == params["CosFace"].scale == LinearRamp(16.0, 64.0, 40)
     assert r.augment == "crop_flip" and r.crop_padding == 4 and r.batch_size == 128
     assert r.lr_factor(249) == 1 and r.lr_factor(250) == 0.5 and r.lr_factor(300) == 0.25
-    gamma = r.plugin_hyperparameters()["gamma"]
+    gamma = params["LPC"].gamma
     assert gamma(377) < 1e6 and gamma(378) == pytest.approx(1e6) and gamma(799) == pytest.approx(1e6)
     assert suite.evaluation.subset_size == 1000
     assert _raw(name).evaluation.evaluators == (
@@ -56,7 +62,8 @@ def test_cifar100_resolves_to_220_runs():
 
 
 def test_paper_suites_evaluators_are_registered():
-    from bench.evaluation.hook import EVALUATORS, load_builtin_evaluators
+    from bench.evaluation.hook import EVALUATORS
+    from bench.suites.imports import load_builtin_evaluators
     load_builtin_evaluators()
     missing = [n for n in _raw("cifar10").evaluation.evaluators if n not in EVALUATORS]
     if missing:

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from bench.core import io
+from bench.config.params import resolve_params
 from bench.runs.folder import RunSpec
 from bench.training.trainer import train_run
 
@@ -66,7 +67,8 @@ def test_log_rows_hold_every_loss_term_and_the_schedules(tmp_path, tiny_suite):
         assert {"loss_ce", "loss_penalty", "loss_supcon", "loss_total", "gamma", "lr", "train_acc",
                 "val_acc", "time_s"} <= set(r)
         assert r["loss_total"] == pytest.approx(r["loss_ce"] + r["loss_penalty"] + r["loss_supcon"], rel=1e-6)
-        assert r["gamma"] == pytest.approx(suite.recipe.plugin_hyperparameters()["gamma"](r["epoch"]))
+        gamma = resolve_params("LPC-SCL", suite.plugin_params.get("LPC-SCL")).gamma
+        assert r["gamma"] == pytest.approx(gamma(r["epoch"]))
         assert 0.0 <= r["train_acc"] <= 1.0
 
 

@@ -30,9 +30,9 @@ from bench.attacks.library import AttackInfo, AttackNotes, parse_budget
 from bench.attacks.methods import (NORMS, AttackMethod, attack_guard, check_eps, check_inputs, check_logits,
                                     eps_key, get_attack, looks_like_probabilities, options_dict, seeded)
 from bench.core.errors import BenchError
-from bench.core.typed import from_dict
-from bench.evaluation.columns import Column
+from bench.evaluation.columns import RANK_ATTACKS, RANK_DEEPFOOL, Column
 from bench.evaluation.hook import EvalContext, register_evaluator
+from bench.core.typed import from_dict
 
 # Relative slack when checking that a returned input lies within ε: projections in float32
 # land a few ulps outside the ball.
@@ -77,8 +77,8 @@ def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> to
 # ----- deepfool -------------------------------------------------------------------------
 
 @register_evaluator("deepfool", options=DeepFoolOptions, kind="attack", columns=(
-    Column("rho", "ρ DeepFool", ("rho_mean",), atol=1e-4, section="robustness"),
-    Column("rho_median", "ρ DeepFool (median)", ("rho_median",), atol=1e-4, section="robustness"),
+    Column("rho", "ρ DeepFool", ("rho_mean",), atol=1e-4, rank=RANK_DEEPFOOL),
+    Column("rho_median", "ρ DeepFool (median)", ("rho_median",), atol=1e-4, section="detail", rank=RANK_DEEPFOOL),
 ))
 def deepfool_evaluator(ctx: EvalContext, opts: DeepFoolOptions) -> dict:
     """Our batched L2 DeepFool on the attack subset: ρ = ‖r‖₂/‖x‖₂ over correct, flipped inputs, with status counts."""
@@ -282,9 +282,14 @@ def _autoattack_summary(notes: dict, m: int) -> dict:
 
 
 @register_evaluator("attacks", options=AttacksOptions, kind="attack", columns=(
-    Column("ra:{0}:{1}", "RA {0} ε={1} (%)", ("robust_accuracy", "*", "*"), fmt="pct", atol=0.01, rtol=0,
-           section="robustness"),
-    Column("minnorm:{0}", "{0} median min-norm", ("min_norm", "*", "median_norm"), atol=1e-4, section="robustness"),
+    Column("ra:{0}:{1}", "RA {0} ε={1} (%)", ("robust_accuracy", "*", "*"), fmt="pct", atol=0.01, rtol=0.0,
+           rank=RANK_ATTACKS),
+    Column("minnorm:{0}", "{0} median min-norm", ("min_norm", "*", "median_norm"), atol=1e-4, section="detail",
+           rank=RANK_ATTACKS),
+    Column("ra_autoattack:Linf:{0}", "RA AutoAttack L∞ ε={0} (%)", ("per_attack", "autoattack-linf",
+           "robust_accuracy", "*"), fmt="pct", atol=0.01, rtol=0.0, rank=RANK_ATTACKS - 1),
+    Column("ra_autoattack:L2:{0}", "RA AutoAttack L2 ε={0} (%)", ("per_attack", "autoattack-l2",
+           "robust_accuracy", "*"), fmt="pct", atol=0.01, rtol=0.0, rank=RANK_ATTACKS - 1),
 ))
 def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
     """torchattacks/foolbox/AutoAttack attacks at the suite's ε grids: worst-case robust accuracy, min-norm medians and curves."""

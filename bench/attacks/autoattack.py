@@ -25,7 +25,6 @@ import logging
 import warnings
 from dataclasses import dataclass
 
-import torch
 
 from bench.attacks.library import AttackInfo, MethodOptions, _need_images, _positive
 from bench.attacks.methods import register_attack

@@ -33,7 +33,7 @@ from bench.attacks.attack_evaluators import within_budget
 from bench.attacks.deepfool import ALREADY_MISCLASSIFIED
 from bench.attacks.methods import eps_key
 from bench.core.errors import BenchError
-from bench.evaluation.columns import Column
+from bench.evaluation.columns import RANK_HEADLINE, Column
 from bench.evaluation.hook import EvalContext, NoOptions, register_evaluator
 
 MISCLASSIFIED, FLIPPED, UNFLIPPED = "misclassified", "flipped", "unflipped"
@@ -147,11 +147,11 @@ def _best_adversarials(ctx: EvalContext, result: dict, x: torch.Tensor) -> None:
 
 
 @register_evaluator("best_known", kind="attack", requires=("deepfool", "attacks"), columns=(
-    Column("rho_best", "ρ best-known", ("rho_best_mean",), atol=1e-4, section="robustness"),
-    Column("rho_best_median", "ρ best-known (median)", ("rho_best_median",), atol=1e-4, section="robustness"),
-    Column("n_unflipped", "inputs no attack flipped", ("n_unflipped",), atol=1, rtol=0, section="robustness"),
+    Column("rho_best", "ρ best-known", ("rho_best_mean",), atol=1e-4, rank=RANK_HEADLINE),
+    Column("rho_best_median", "ρ best-known (median)", ("rho_best_median",), atol=1e-4, rank=RANK_HEADLINE),
+    Column("n_unflipped", "inputs no attack flipped", ("n_unflipped",), atol=1, rtol=0, rank=RANK_HEADLINE),
     Column("ra_best:{0}:{1}", "RA best-known {0} ε={1} (%)", ("robust_accuracy", "*", "*"), fmt="pct", atol=0.01,
-           rtol=0, section="robustness"),
+           rtol=0, rank=RANK_HEADLINE + 1),
 ))
 def best_known_evaluator(ctx: EvalContext, opts: NoOptions) -> dict:
     """Best-known minimal L2 perturbation per input over every attack of the run (ρ_best), and best-known robust accuracy."""

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 from bench.attacks.deepfool import ALREADY_MISCLASSIFIED
 from bench.core.errors import BenchError
+from bench.evaluation.columns import RANK_DEEPFOOL, Column
 from bench.evaluation.hook import EvalContext, register_evaluator
 
 VERDICT_OK = "ok"
@@ -95,7 +96,10 @@ def masking_check(deepfool_result: dict, attacks_result: dict, opts: MaskingOpti
     }
 
 
-@register_evaluator("masking", options=MaskingOptions, kind="attack", requires=("deepfool", "attacks"))
+@register_evaluator("masking", options=MaskingOptions, kind="attack", requires=("deepfool", "attacks"), columns=(
+    Column("masking_fraction", "masking: fraction smaller", ("fraction_smaller",), fmt="pct", atol=0.02, rtol=0.0,
+           section="detail", rank=RANK_DEEPFOOL),
+))
 def masking_evaluator(ctx: EvalContext, opts: MaskingOptions) -> dict:
     """Deprecated (use reliability): how often other minimum-norm attacks beat DeepFool by > margin."""
     missing = [name for name in ("deepfool", "attacks") if name not in ctx.results]

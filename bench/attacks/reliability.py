@@ -42,7 +42,7 @@ from bench.attacks.library import AttackInfo
 from bench.attacks.methods import get_attack
 from bench.core.errors import BenchError
 from bench.core.typed import from_dict
-from bench.evaluation.columns import Column
+from bench.evaluation.columns import RANK_DEEPFOOL, Column
 from bench.evaluation.hook import EvalContext, register_evaluator
 
 VERDICT_UNRELIABLE = "potentially unreliable"
@@ -294,8 +294,8 @@ def _reasons(checks: dict) -> list[str]:
     cv = checks["convergence"]
     if cv.get("flag"):
         if cv.get("relative_change") is None:
-            out.append(f"convergence: the median best-known norm is unbounded (half or more of the correct "
-                       f"inputs unflipped)")
+            out.append("convergence: the median best-known norm is unbounded (half or more of the correct "
+                       "inputs unflipped)")
         else:
             out.append(f"convergence: {cv['steps_rerun']} steps of {cv['attack']} (instead of {cv['steps']}) lower "
                        f"the median best-known norm by {_pct(cv['relative_change'])} "
@@ -315,11 +315,11 @@ def _reasons(checks: dict) -> list[str]:
 
 @register_evaluator("reliability", options=ReliabilityOptions, kind="attack",
                     requires=("deepfool", "attacks", "best_known"), columns=(
-    Column("n_flags", "attack-failure flags", ("n_flags",), atol=0.5, rtol=0, section="robustness"),
+    Column("n_flags", "attack-failure flags", ("n_flags",), atol=0.5, rtol=0, section="detail", rank=RANK_DEEPFOOL),
     Column("df_overstatement", "DeepFool > 1.1× best (%)", ("checks", "deepfool_overstatement", "share_above_1_1"),
-           fmt="pct", atol=0.02, rtol=0, section="robustness"),
+           fmt="pct", atol=0.02, rtol=0, rank=RANK_DEEPFOOL + 1),
     Column("ce_margin_gap", "CE − margin RA gap (max)", ("checks", "loss_consistency", "max_gap"), fmt="pct",
-           atol=0.02, rtol=0, section="robustness"),
+           atol=0.02, rtol=0, section="detail", rank=RANK_DEEPFOOL + 1),
 ))
 def reliability_evaluator(ctx: EvalContext, opts: ReliabilityOptions) -> dict:
     """Attack-failure checks (Carlini et al. 2019; Pintor et al. 2022): loss consistency, unbounded sanity, convergence, DeepFool overstatement."""

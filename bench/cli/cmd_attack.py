@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
+from bench.cli.common import add_imports, add_runs, add_threads, apply_threads, runs_root, suite_name
 from bench.core.errors import BenchError
 
 DEFAULT = ("deepfool", "attacks", "best_known", "reliability", "attack_collapse")
@@ -23,27 +23,31 @@ def add_arguments(subparsers) -> None:
     parser = subparsers.add_parser(
         "attack", help="run attack evaluators on finished runs (no retraining)",
         description="Attack every finished run under --runs and merge the results into its result.json.")
-    parser.add_argument("--runs", required=True, help="a runs root or one run directory")
-    parser.add_argument("--suite", help="only runs of this suite (needed when --runs mixes suites)")
+    add_runs(parser, "a runs tree or one run folder (default: runs/)")
+    parser.add_argument("--suite", help="only runs of this suite: a name or a YAML path (needed when --runs mixes suites)")
     parser.add_argument("--attacks", nargs="+", metavar="NAME",
                         help="attack evaluators (bench list attacks: deepfool, attacks, best_known, reliability, …) "
                              "and/or attack methods")
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the suite's)")
-    parser.add_argument("--threads", type=int, default=0,
-                        help="CPU threads for torch (default: torch's; 1 is fastest on a busy machine)")
+    add_threads(parser)
+    add_imports(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(func=cmd_attack)
 
 
 def plan_evaluators(requested: list[str] | None, suite_evaluators: tuple[str, ...],
                     suite_settings: dict) -> tuple[tuple[str, ...], dict]:
-    """(evaluators in run order, settings overrides) for the requested names."""
+    """(evaluators in run order, settings overrides) for the requested names.
+
+    The order, and the evaluators added because a requested one reads their results,
+    come from the registry (each evaluator's ``requires``).
+    """
     from bench.attacks import ATTACKS
-    from bench.evaluation.hook import EVALUATORS
-    attack_evaluators = [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "attack"]
+    from bench.evaluation.hook import evaluator_names, run_order
+    attack_evaluators = evaluator_names("attack")
     if not requested:
-        chosen = [n for n in suite_evaluators if n in attack_evaluators] or list(DEFAULT)
-        return _ordered(chosen), {}
+        chosen = [n for n in suite_evaluators if n in attack_evaluators] or attack_evaluators
+        return run_order(chosen, suite_evaluators), {}
     evaluators, methods = [], []
     for name in requested:
         if name in attack_evaluators:
@@ -63,23 +67,7 @@ def plan_evaluators(requested: list[str] | None, suite_evaluators: tuple[str, ..
         base["methods"] = methods
         base["params"] = {k: v for k, v in base.get("params", {}).items() if k in methods}
         settings["attacks"] = base
-    return _ordered(evaluators), settings
-
-
-def _ordered(names) -> tuple[str, ...]:
-    """``names`` with the evaluators they require, each after its requirements (stable otherwise)."""
-    from bench.evaluation.hook import EVALUATORS
-    out: list[str] = []
-
-    def visit(name: str) -> None:
-        if name not in out:
-            for needed in EVALUATORS.get(name).requires:
-                visit(needed)
-            out.append(name)
-
-    for name in dict.fromkeys(names):
-        visit(name)
-    return tuple(out)
+    return run_order(evaluators, suite_evaluators), settings
 
 
 def require_registered_plugins(records) -> None:
@@ -95,27 +83,24 @@ def require_registered_plugins(records) -> None:
         return
     named = "; ".join(f"{name!r} ({len(paths)} run(s), e.g. {paths[0]})" for name, paths in missing.items())
     raise BenchError(f"plugin(s) not registered in this Python: {named}. Install the package that provides "
-                     f"them (it registers them under the 'lpc_bench.plugins' entry point), or import the module "
-                     f"that registers them before bench runs (README: Add a regularizer); registered: "
+                     f"them (it registers them under the 'lpc_bench.plugins' entry point), or name the module "
+                     f"that registers them with --import MODULE_OR_FILE; registered: "
                      f"{', '.join(PLUGINS.names())}")
 
 
 def cmd_attack(args: argparse.Namespace) -> int:
-    from bench.config.schema import Suite
-    from bench.evaluation.hook import evaluator_options, load_builtin_evaluators
     from bench.core.progress import progress
-    from bench.runs.results import load_runs
+    from bench.evaluation.hook import evaluator_options
+    from bench.runs.folder import load_runs
+    from bench.suites.imports import load_builtin_evaluators
+    from bench.suites.imports import load_run_imports
     from bench.training.trainer import reevaluate_run
-    from bench.core.typed import from_dict
 
+    apply_threads(args.threads)
+    root = runs_root(args)
+    records = load_runs(root, suite_name(args))
+    load_run_imports([i for r in records for i in r.imports], args.imports)
     load_builtin_evaluators()
-    if args.threads < 0:
-        raise BenchError(f"--threads must be >= 0, got {args.threads}")
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
-    root = Path(args.runs)
-    records = load_runs(root, args.suite)
     done = [r for r in records if r.status == "done"]
     skipped = len(records) - len(done)
     if not done:
@@ -128,7 +113,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     require_registered_plugins(done)
     plans = []
     for rec in done:
-        suite = from_dict(Suite, {**rec.config["suite"], "description": ""})
+        suite = rec.suite_config()
         evaluators, settings = plan_evaluators(args.attacks, suite.evaluation.evaluators, suite.evaluation.settings)
         merged = {**suite.evaluation.settings, **settings}
         for name in evaluators:

@@ -7,23 +7,23 @@ separation-vs-robustness analysis is written to ``<runs>/<suite>/analysis.json``
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
+from bench.cli.common import add_imports, add_runs, add_threads, apply_threads, runs_root, suite_name
 from bench.core.errors import BenchError
 
 
 def add_arguments(subparsers) -> None:
     p = subparsers.add_parser("metrics", help="compute latent-geometry metrics for finished runs (no retraining)")
-    p.add_argument("--runs", default="runs", help="runs root (default: runs/)")
-    p.add_argument("--suite", help="the suite (default: the only one under --runs)")
+    add_runs(p)
+    p.add_argument("--suite", help="the suite: a name or a YAML path (default: the only one under --runs)")
     p.add_argument("--metrics", nargs="+", metavar="NAME",
                    help="metric evaluators to compute (default: every one; see `bench list metrics`)")
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="METRIC.KEY=VALUE",
                    help="a metric setting, e.g. --set entropy.k=10 (repeatable; overrides the suite's)")
     p.add_argument("--plugins", nargs="+", help="only runs of these plugins")
     p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: auto)")
-    p.add_argument("--threads", type=int, default=0,
-                   help="torch and BLAS threads (default 0: library defaults; 1 is fastest on a busy shared machine)")
+    add_threads(p)
+    add_imports(p)
     p.add_argument("--no-analysis", action="store_true", help="do not write analysis.json")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_metrics)
@@ -49,32 +49,30 @@ def parse_settings(texts: list[str], names: tuple[str, ...]) -> dict[str, dict]:
 
 def cmd_metrics(args) -> int:
     from bench.core.device import resolve_device
-    from bench.evaluation.hook import EVALUATORS, load_builtin_evaluators
-    from bench.metrics.correlation import write_analysis
     from bench.core.progress import progress
-    from bench.runs.results import load_runs
+    from bench.evaluation.hook import evaluator_names
+    from bench.metrics.correlation import write_analysis
+    from bench.runs.folder import load_runs
+    from bench.suites.imports import load_builtin_evaluators
+    from bench.suites.imports import load_run_imports
     from bench.training.trainer import reevaluate_run
 
-    if args.threads < 0:
-        raise BenchError(f"--threads must be >= 0, got {args.threads}")
-    if args.threads:
-        import torch
-        from threadpoolctl import threadpool_limits
-        torch.set_num_threads(args.threads)
-        threadpool_limits(limits=args.threads)   # numpy/scipy BLAS, for the rest of this command
+    apply_threads(args.threads)
+    root = runs_root(args)
+    records = load_runs(root, suite_name(args))
+    load_run_imports([i for r in records for i in r.imports], args.imports)
     load_builtin_evaluators()
-    available = [n for n in EVALUATORS.names() if EVALUATORS.get(n).kind == "metric"]
+    available = evaluator_names("metric")
     names = tuple(args.metrics or available)
     unknown = [n for n in names if n not in available]
     if unknown:
         raise BenchError(f"unknown metric(s) {', '.join(unknown)} (available: {', '.join(available)})")
     settings = parse_settings(args.settings, names)
-    records = load_runs(Path(args.runs), args.suite)
     suite = records[0].suite
     selected = [r for r in records if args.plugins is None or r.plugin in args.plugins]
     done = [r for r in selected if r.status == "done"]
     if not done:
-        raise BenchError(f"no finished runs of suite {suite} under {args.runs} to compute metrics for")
+        raise BenchError(f"no finished runs of suite {suite} under {root} to compute metrics for")
     skipped = len(selected) - len(done)
     device = resolve_device(args.device) if args.device else None
 
@@ -95,7 +93,7 @@ def cmd_metrics(args) -> int:
     for line in failures:
         print(f"failed: {line}")
     if not args.no_analysis:
-        path = write_analysis(Path(args.runs), suite)
+        path = write_analysis(root, suite)
         print(f"analysis: {path}")
     return 1 if failures else 0
 

@@ -3,6 +3,9 @@
 A suite is a YAML file (``bench/suites/<name>.yaml`` or any path) that is checked
 against these dataclasses on load: an unknown key or a wrong type is an error naming
 the dotted key. ``--set recipe.epochs=20`` overrides go through the same checks.
+The recipe holds only what every plugin shares; a plugin's own parameters (γ, margins,
+SupCon's τ …) are declared by the plugin (its ``Params``) and set per plugin in the
+suite's ``plugin_params`` (``bench.config.params`` resolves and checks them).
 """
 from __future__ import annotations
 
@@ -13,7 +16,6 @@ from typing import Any, Literal
 
 
 from bench.core.typed import apply_overrides, to_dict
-from lpc import GeometricSchedule, LinearRamp
 
 
 @dataclass(frozen=True)
@@ -29,18 +31,6 @@ class Recipe:
     lr_decay_start: int = 250
     lr_decay_every: int = 50
     lr_decay_factor: float = 0.5
-    # LPC's γ: start · factor^epoch, capped
-    gamma_start: float = 1e-2
-    gamma_factor: float = 1.05
-    gamma_cap: float = 1e6
-    penalty_per_dimension: bool = False
-    supcon_temperature: float = 0.05
-    supcon_weight: float = 1.0
-    # ArcFace / CosFace ramps (linear from start to end over margin_ramp_epochs)
-    arcface_margin: tuple[float, float] = (0.1, 0.5)
-    cosface_margin: tuple[float, float] = (0.05, 0.25)
-    margin_scale: tuple[float, float] = (16.0, 64.0)
-    margin_ramp_epochs: int = 250
     augment: Literal["none", "crop_flip"] = "crop_flip"
     crop_padding: int = 4
     log_every: int = 1                    # epochs between validation evaluations in log.jsonl
@@ -49,20 +39,17 @@ class Recipe:
 
     def __post_init__(self) -> None:
         positive = ("weight_decay", "batch_size", "epochs", "lr_decay_every", "lr_decay_factor",
-                    "gamma_start", "gamma_factor", "gamma_cap", "supcon_temperature",
                     "log_every", "checkpoint_every", "eval_batch_size")
         for name in positive:
             value = getattr(self, name)
             if not value > 0 and not (name == "weight_decay" and value == 0):
                 raise ValueError(f"recipe.{name} must be > 0, got {value}")
-        if self.lr_decay_start < 0 or self.margin_ramp_epochs < 0 or self.crop_padding < 0:
-            raise ValueError("recipe.lr_decay_start, margin_ramp_epochs and crop_padding must be >= 0")
-        for f in dataclasses.fields(self):  # inf/nan slip through "> 0"; an infinite γ cap is allowed
-            values = getattr(self, f.name)
-            for value in (values if isinstance(values, tuple) else (values,)):
-                if (isinstance(value, float) and not math.isfinite(value)
-                        and not (f.name == "gamma_cap" and value == math.inf)):
-                    raise ValueError(f"recipe.{f.name} must be a finite number, got {values}")
+        if self.lr_decay_start < 0 or self.crop_padding < 0:
+            raise ValueError("recipe.lr_decay_start and crop_padding must be >= 0")
+        for f in dataclasses.fields(self):  # inf/nan slip through "> 0"
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"recipe.{f.name} must be a finite number, got {value}")
 
     def lr_factor(self, epoch: int) -> float:
         """Multiplier of the (non-classifier) learning rate at ``epoch``."""
@@ -70,24 +57,12 @@ class Recipe:
             return 1.0
         return self.lr_decay_factor ** ((epoch - self.lr_decay_start) // self.lr_decay_every + 1)
 
-    def plugin_hyperparameters(self) -> dict[str, Any]:
-        """Everything a plugin constructor may ask for, by keyword name."""
-        ramp = self.margin_ramp_epochs
-        return {
-            "gamma": GeometricSchedule(self.gamma_start, self.gamma_factor, self.gamma_cap),
-            "penalty_per_dimension": self.penalty_per_dimension,
-            "supcon_temperature": self.supcon_temperature,
-            "supcon_weight": self.supcon_weight,
-            "arcface_margin": LinearRamp(*self.arcface_margin, ramp),
-            "cosface_margin": LinearRamp(*self.cosface_margin, ramp),
-            "margin_scale": LinearRamp(*self.margin_scale, ramp),
-        }
-
-    def one_line(self) -> str:
-        return (f"AdamW wd={self.weight_decay:g}, batch {self.batch_size}, {self.epochs} epochs, "
-                f"lr ×{self.lr_decay_factor:g} every {self.lr_decay_every} from epoch {self.lr_decay_start} "
-                f"(classifier constant), γ={self.gamma_start:g}·{self.gamma_factor:g}^e ≤ {self.gamma_cap:g}, "
-                f"augment={self.augment}")
+    def one_line(self, extra: tuple[str, ...] = ()) -> str:
+        """The recipe in one line; ``extra`` parts (e.g. a plugin's γ) go before the augmentation."""
+        parts = [f"AdamW wd={self.weight_decay:g}", f"batch {self.batch_size}", f"{self.epochs} epochs",
+                 f"lr ×{self.lr_decay_factor:g} every {self.lr_decay_every} from epoch {self.lr_decay_start} "
+                 f"(classifier constant)", *extra, f"augment={self.augment}"]
+        return ", ".join(parts)
 
 
 @dataclass(frozen=True)
@@ -140,6 +115,9 @@ class RuntimeConfig:
     compile: bool = False
     deterministic: bool = False
     num_threads: int = 0                  # 0: leave torch's default
+    # modules or .py files imported before the run (a user's plugins, evaluators): --import;
+    # recorded in each run's config.json so that report/attack/metrics import them again
+    imports: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -190,6 +168,9 @@ class Suite:
     backbone: BackboneConfig = BackboneConfig()
     recipe: Recipe = Recipe()
     plugins: tuple[str, ...] = ()
+    # per plugin, its own parameters (checked against the plugin's Params when the suite
+    # loads; unset ones keep the plugin's defaults): {LPC: {gamma: {cap: 1.0e3}}}
+    plugin_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
     lrs: tuple[float, ...] = (1e-3,)
     latent_widths: dict[str, int] = field(default_factory=lambda: {"narrow": 16, "intermediate": 64, "wide": 128})
@@ -200,7 +181,7 @@ class Suite:
 
     def __post_init__(self) -> None:
         if not self.name or self.name in (".", "..") or any(c in self.name for c in "/\\\0"):
-            raise ValueError(f"suite name {self.name!r} must be a plain name (it names a folder under --out)")
+            raise ValueError(f"suite name {self.name!r} must be a plain name (it names a folder under --runs)")
         if not self.plugins:
             raise ValueError("a suite needs at least one plugin")
         if not self.seeds or not self.lrs:

@@ -10,15 +10,42 @@ compares, so that a third-party evaluator reaches both without an edit elsewhere
 
 ``path`` is read inside the evaluator's own entry ``result.json["evaluations"][name]``; a
 ``"*"`` step matches every key at that level, and the matched keys fill ``{0}``, ``{1}`` …
-in ``key`` and ``label``. Values that are missing, non-numeric or non-finite are skipped.
+in ``key`` and (shown readably: ``Linf`` as ``L∞``, ``0.0313725`` as ``8/255``) in ``label``.
+Values that are missing, non-numeric or non-finite are skipped.
+
+``section`` says where a column appears: "main" (default) in the leaderboard and in
+``bench check``; "detail" only in ``bench check``, baselines, the CSV and the paper's
+tables. ``rank`` orders columns across evaluators (smaller first; ties in declaration
+order); the built-in ranks are below, a new evaluator's default puts it after them.
+
+Some keys carry a meaning the report builds on beyond a column (the robustness headline,
+the shape claims, the RobustBench export); an evaluator measuring one of these declares
+a Column under that key (``STANDARD_KEYS``).
 """
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
 FORMATS = ("sig", "pct")
+SECTIONS = ("main", "detail")
+
+# ranks of the built-in columns: accuracy, the robustness headline, DeepFool, the
+# attacks' grids, geometry; a new evaluator's columns come after them by default
+RANK_ACCURACY, RANK_HEADLINE, RANK_DEEPFOOL, RANK_ATTACKS, RANK_GEOMETRY, RANK_DEFAULT = 0, 10, 20, 30, 40, 100
+
+# keys the report reads for a meaning of its own (see the module docstring)
+STANDARD_KEYS = {
+    "test_acc": "clean test accuracy (fraction)",
+    "rho": "DeepFool ρ = mean ‖r‖₂/‖x‖₂ over the flipped inputs",
+    "rho_best": "best-known ρ: mean over inputs of the smallest verified ‖r‖₂/‖x‖₂ any attack found",
+    "rho_best_median": "best-known ρ, median over inputs",
+    "ra_best:{0}:{1}": "best-known robust accuracy at norm {0}, radius {1} (fraction)",
+    "ra_autoattack:{0}:{1}": "AutoAttack robust accuracy at norm {0}, radius {1} (fraction)",
+    "R": "class separation ratio on the training split",
+}
 
 
 @dataclass(frozen=True)
@@ -38,19 +65,56 @@ class Column:
     atol: float = 0.0
     rtol: float = 0.05
     section: str = "main"
+    rank: float = RANK_DEFAULT
 
     def __post_init__(self) -> None:
         if self.fmt not in FORMATS:
             raise ValueError(f"column {self.key!r}: fmt must be one of {FORMATS}, got {self.fmt!r}")
+        if self.section not in SECTIONS:
+            raise ValueError(f"column {self.key!r}: section must be one of {SECTIONS}, got {self.section!r}")
         if not self.path:
             raise ValueError(f"column {self.key!r}: path must not be empty")
+        if self.path.count("*") != self.key.count("{") or self.key.count("{") < self.label.count("{"):
+            raise ValueError(f"column {self.key!r}: one {{i}} in the key (and at most that in the label) "
+                             f"per '*' of the path")
 
     def expand(self, entry: Any) -> Iterator[tuple[str, str, float]]:
         """(key, label, value) for every match of ``path`` in one evaluator's result entry."""
         for matched, value in _walk(entry, self.path, ()):
             number = as_number(value)
             if number is not None:
-                yield self.key.format(*matched), self.label.format(*matched), number
+                yield self.key.format(*matched), self.label.format(*map(readable, matched)), number
+
+    def match(self, key: str) -> tuple[str, ...] | None:
+        """The ``"*"`` values of ``key`` if it is one of this column's keys, else None."""
+        if "{" not in self.key:
+            return () if key == self.key else None
+        pattern = re.escape(self.key)
+        for i in range(self.key.count("{")):
+            pattern = pattern.replace(re.escape(f"{{{i}}}"), "(.+?)")
+        found = re.fullmatch(pattern, key)
+        return found.groups() if found else None
+
+    def label_of(self, key: str) -> str:
+        matched = self.match(key) or ()
+        return self.label.format(*map(readable, matched))
+
+
+NORM_LABELS = {"L2": "L2", "Linf": "L∞", "L1": "L1", "L0": "L0"}
+
+
+def readable(part: str) -> str:
+    """A matched key as a label shows it: a norm's symbol, a radius of whole grey levels as k/255."""
+    if part in NORM_LABELS:
+        return NORM_LABELS[part]
+    try:
+        value = float(part)
+    except ValueError:
+        return part
+    levels = value * 255
+    if math.isfinite(value) and 0 < value < 1 and abs(levels - round(levels)) < 1e-3:
+        return f"{round(levels)}/255"
+    return part
 
 
 def _walk(data: Any, path: tuple[str, ...], matched: tuple[str, ...]):

@@ -1,11 +1,15 @@
 """The evaluation hook: after training, each evaluator named by the suite gets an EvalContext.
 
 An evaluator is registered with a typed options dataclass (its settings in the suite's
-``evaluation.settings.<name>`` are checked against it when the suite loads) and a kind
-("attack" or "metric", for ``bench list``):
+``evaluation.settings.<name>`` are checked against it when the suite loads), a kind
+("attack" or "metric", for ``bench list``), the evaluators whose results it reads
+(``requires``) and the numbers a leaderboard shows and ``bench check`` compares
+(``columns``, see ``bench.evaluation.columns``):
 
-    @register_evaluator("my_metric", options=MyOptions, kind="metric")
-    def my_metric(ctx: EvalContext, opts: MyOptions) -> dict: ...
+    @register_evaluator("my_metric", options=MyOptions, kind="metric",
+                        columns=(Column("my_score", "my score", ("score",)),))
+    def my_metric(ctx: EvalContext, opts: MyOptions) -> dict:
+        '''One line saying what it measures (shown by ``bench list metrics``).'''
 
 It returns a JSON-able dict stored under ``result.json["evaluations"][name]``. The
 harness owns the side effects: the model is in eval mode on ``ctx.device``, parameter
@@ -123,12 +127,24 @@ def run_evaluators(ctx: EvalContext, names: tuple[str, ...], settings: dict[str,
     return ctx.results
 
 
-def load_builtin_evaluators() -> None:
-    """Import the modules whose decorators register the built-in attacks and metrics."""
-    import importlib
-    for module in ("bench.attacks", "bench.metrics"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:
-                raise
+def evaluator_names(kind: str | None = None) -> list[str]:
+    """Registered evaluators, of one kind ("attack", "metric") or all."""
+    return [n for n in EVALUATORS.names() if kind is None or EVALUATORS.get(n).kind == kind]
+
+
+def run_order(names, preferred: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """``names`` plus every evaluator they require, each after what it requires; otherwise
+    in the order of ``preferred`` (e.g. the suite's), then as registered."""
+    wanted: list[str] = []
+
+    def add(name: str, chain: tuple[str, ...]) -> None:
+        if name in chain:
+            raise BenchError(f"evaluators require each other in a cycle: {' -> '.join(chain + (name,))}")
+        for required in EVALUATORS.get(name).requires:
+            add(required, chain + (name,))
+        if name not in wanted:
+            wanted.append(name)
+    rank = {n: i for i, n in enumerate(dict.fromkeys([*preferred, *EVALUATORS.names()]))}
+    for name in sorted(dict.fromkeys(names), key=lambda n: rank.get(n, len(rank))):
+        add(name, ())
+    return tuple(wanted)

@@ -34,7 +34,9 @@ class RunTask:
         return self.spec.directory(self.out_root)
 
     def __call__(self, **train_kwargs):
+        from bench.suites.imports import load_imports
         from bench.training.trainer import train_run
+        load_imports(self.suite.runtime.imports)   # a worker process or Slurm job: the user's plugin modules
         return train_run(self.suite, self.spec, self.out_root, quiet=self.quiet, **train_kwargs)
 
 
@@ -49,6 +51,3 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def run(self, tasks: Sequence[RunTask]) -> Iterator:
         """Execute every task; yield a ``RunOutcome`` for each, as it finishes."""
-
-    def describe(self) -> str:
-        return self.name

@@ -6,16 +6,7 @@ from typing import Iterator, Sequence
 
 from bench.executors.base import Executor, RunTask
 from bench.core.progress import progress, say
-
-
-def failure_text(outcome) -> str:
-    failure = (outcome.result or {}).get("failure") or {}
-    kind = failure.get("kind", "failed")
-    reason = failure.get("reason", "no reason recorded")
-    epoch = failure.get("epoch")
-    if epoch is not None:
-        return f"{kind}: {reason} (epoch {epoch})"
-    return f"{kind}: {reason}" + (" (in the evaluation)" if failure.get("stage") == "evaluation" else "")
+from bench.runs.folder import failure_text
 
 
 def _number(value) -> float | None:
@@ -31,7 +22,7 @@ def outcome_line(outcome, finished: int, total: int) -> str:
     wall = _number(result.get("wall_s")) or _number(outcome.wall_s)
     took = f" in {wall:.1f} s" if wall else ""
     if outcome.status == "failed":
-        return f"{head}: FAILED{took}: {failure_text(outcome)}"
+        return f"{head}: FAILED{took}: {failure_text(outcome.result)}"
     if outcome.status == "busy":
         holder = result.get("holder") or {}
         where = ", ".join(f"{k} {holder[k]}" for k in ("host", "pid") if k in holder)

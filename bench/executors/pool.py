@@ -24,6 +24,7 @@ from bench.core.errors import BenchError
 from bench.executors.base import Executor, RunTask
 from bench.core.progress import bars_enabled, progress, say
 from bench.executors.inprocess import outcome_line
+from bench.runs.folder import record_lost_run
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -103,9 +104,6 @@ class PoolExecutor(Executor):
         self.workers = workers
         self.quiet = quiet
 
-    def describe(self) -> str:
-        return f"pool of {self.workers} worker processes"
-
     def run(self, tasks: Sequence[RunTask]) -> Iterator:
         # workers draw no bars of their own: several processes redrawing one terminal line
         # garble it. The parent shows one bar of runs and prints a line per finished run.
@@ -168,35 +166,5 @@ class PoolExecutor(Executor):
         w.process.join(1.0)
         w.task = None
         kind, reason = _exit_description(w.process.exitcode)
-        return record_lost_run(task, kind, reason, time.perf_counter() - w.started)
+        return record_lost_run(task.spec, task.run_dir, kind, reason, time.perf_counter() - w.started)
 
-
-def record_lost_run(task: RunTask, kind: str, reason: str, wall_s: float = 0.0, *,
-                    patience_s: float = 10.0, extra: dict | None = None):
-    """A run whose process died without writing result.json: record why, as a failed result.
-
-    Takes the run's lock (the dead process's lock is gone; ``patience_s`` covers one still
-    being torn down). If another live process holds the run, or it has a result by now,
-    nothing is written and that state is reported instead.
-    """
-    from bench.core import io
-    from bench.core.locks import RunLock, holder
-    from bench.runs.folder import RESULT_SCHEMA
-    from bench.training.trainer import RunOutcome, running_epoch
-
-    run_dir = task.run_dir
-    result_path = run_dir / "result.json"
-    lock = RunLock(run_dir)
-    if not lock.acquire(patience_s=patience_s):
-        return RunOutcome(task.spec, "busy", {"holder": holder(run_dir) or {}})
-    try:
-        if result_path.exists():
-            result = io.read_json(result_path)
-            return RunOutcome(task.spec, "done" if result.get("status") == "done" else "failed", result)
-        epoch, stage = running_epoch(io.read_jsonl(run_dir / "log.jsonl"), task.suite.recipe.epochs)
-        failure = {"kind": kind, "reason": reason, "epoch": epoch, "stage": stage, **(extra or {})}
-        result = {"schema": RESULT_SCHEMA, **task.spec.as_dict(), "status": "failed", "failure": failure}
-        io.atomic_write_json(result_path, result)
-        return RunOutcome(task.spec, "failed", result, wall_s)
-    finally:
-        lock.release()

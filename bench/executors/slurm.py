@@ -30,7 +30,8 @@ from bench.core import io
 from bench.config.schema import SlurmConfig
 from bench.core.errors import BenchError
 from bench.executors.base import Executor, RunTask
-from bench.executors.inprocess import failure_text
+from bench.runs import folder
+from bench.runs.folder import RunOutcome, failure_text, record_lost_run
 
 SLURM_FILE = "slurm.json"
 # Slurm job states of a job that may still run (squeue's long names)
@@ -273,6 +274,29 @@ def read_slurm_file(run_dir: Path) -> dict | None:
         return None
 
 
+def with_job_state(state: dict, job: str | None, states: dict[str, str]) -> dict:
+    """A run's folder state (``bench.runs.folder.run_state``) with what Slurm says of its job:
+    a run without a result whose job is queued is pending (running once the job runs), one
+    whose job ended (failed, cancelled, timed out) without a result is failed."""
+    if not job:
+        return state
+    info = {"slurm_job": job}
+    if job in states:
+        info["slurm_state"] = states[job]
+    slurm = info.get("slurm_state")
+    if state["state"] != "pending" or slurm is None:
+        return {**info, **state}
+    progress = state.get("progress", "")
+    if slurm in ACTIVE_STATES:
+        verb = "starting" if slurm == "RUNNING" else "queued"
+        return {**info, **state, "state": "running" if slurm == "RUNNING" else "pending",
+                "detail": f"{verb} as Slurm job {job} ({slurm}); {progress}"}
+    if slurm in STATE_KINDS:  # the job failed, was cancelled or timed out, and left no result
+        return {**info, **state, "state": "failed",
+                "detail": f"Slurm job {job} ended {slurm} without a result; {progress}"}
+    return {**info, **state}
+
+
 # ---------------------------------------------------------------- the executor
 
 
@@ -289,12 +313,6 @@ class SlurmExecutor(Executor):
         self.quiet = quiet
         self.poll_s = poll_s
         self.array_id: str | None = None
-
-    def describe(self) -> str:
-        c = self.config
-        where = f"partition {c.partition}" if c.partition else "default partition"
-        return (f"Slurm ({where}, {c.gpus_per_job} GPU(s), {c.cpus_per_job} CPUs"
-                f"{f', {c.mem_gb:g} GB' if c.mem_gb else ''}, {c.time_min} min per job)")
 
     def _make_executor(self, suite_name: str):
         submitit = _import_submitit()
@@ -321,7 +339,6 @@ class SlurmExecutor(Executor):
 
     def run(self, tasks: Sequence[RunTask]) -> Iterator:
         from bench.core.locks import holder
-        from bench.training.trainer import RunOutcome
 
         tasks = list(tasks)
         if not tasks:
@@ -389,7 +406,7 @@ class SlurmExecutor(Executor):
                     if not self.quiet:
                         line = f"[{finished}/{total}] {task.spec.key} (job {job.job_id}): {outcome.status}"
                         if outcome.status == "failed":
-                            line += f" ({failure_text(outcome)})"
+                            line += f" ({failure_text(outcome.result)})"
                         print(line, file=sys.stderr, flush=True)
                     yield outcome
                 if pending:
@@ -401,14 +418,11 @@ class SlurmExecutor(Executor):
             raise
 
     def _outcome(self, task: RunTask, job, state: str):
-        from bench.executors.pool import record_lost_run
         from bench.core.locks import holder
-        from bench.training.trainer import RunOutcome
 
-        result_path = task.run_dir / "result.json"
-        if result_path.exists():
-            result = io.read_json(result_path)
-            return RunOutcome(task.spec, "done" if result.get("status") == "done" else "failed", result)
+        result = folder.read_result(task.run_dir)
+        if result is not None:
+            return RunOutcome(task.spec, "done" if folder.is_done(result) else "failed", result)
         returned = None
         if job.paths.result_pickle.exists():
             try:
@@ -426,8 +440,8 @@ class SlurmExecutor(Executor):
             trace = str(returned[1]).strip()
             last = trace.splitlines()[-1] if trace else "unknown error"
             kind = "timeout" if "timed-out too many times" in trace else "job_error"
-            return record_lost_run(task, kind, f"Slurm job {job.job_id}: {last}", extra=extra,
+            return record_lost_run(task.spec, task.run_dir, kind, f"Slurm job {job.job_id}: {last}", extra=extra,
                                    patience_s=patience)
         kind = STATE_KINDS.get(state, "job_failed")
         reason = f"Slurm job {job.job_id} ended {state or 'without a state'} before the run finished"
-        return record_lost_run(task, kind, reason, extra=extra, patience_s=patience)
+        return record_lost_run(task.spec, task.run_dir, kind, reason, extra=extra, patience_s=patience)

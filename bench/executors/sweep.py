@@ -8,59 +8,31 @@ and a rerun resumes every unfinished run from its last checkpoint.
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-from bench.core import io
 from bench.config.schema import Suite
 from bench.core.errors import BenchError
 from bench.executors import make_executor
 from bench.executors.base import Executor, RunTask
-from bench.executors.inprocess import failure_text
-from bench.core.locks import RunLock, wait_until_free
-from bench.runs.folder import RunSpec, plan_runs
-from bench.training.trainer import RunOutcome
-
-FAILED_KEPT = "result.failed.json"   # the last failure of a run that is being retried
+from bench.core.locks import wait_until_free
+from bench.runs.folder import RunOutcome, RunSpec, failure_text, is_done, plan_runs, read_result, reset_failed
 
 
 def select_runs(suite: Suite, plugins: list[str] | None = None, seeds: list[int] | None = None) -> list[RunSpec]:
+    """The runs of ``suite``, only of these plugins and seeds (each must be in the suite:
+    ``bench.suites.add_plugins`` puts a plugin the suite does not list into it first)."""
     runs = plan_runs(suite)
-    if plugins:
-        unknown = sorted(set(plugins) - set(suite.plugins))
+    for kind, given, known in (("plugin", plugins, suite.plugins), ("seed", seeds, suite.seeds)):
+        unknown = [str(v) for v in dict.fromkeys(given or ()) if v not in known]
         if unknown:
-            raise BenchError(f"plugin(s) {', '.join(unknown)} not in suite {suite.name} "
-                             f"(its plugins: {', '.join(suite.plugins)})")
+            more = " (add seeds with --set seeds=[...])" if kind == "seed" else ""
+            raise BenchError(f"{kind}(s) {', '.join(unknown)} not in suite {suite.name} "
+                             f"(its {kind}s: {', '.join(map(str, known))}){more}")
+    if plugins:
         runs = [r for r in runs if r.plugin in plugins]
     if seeds:
         runs = [r for r in runs if r.seed in seeds]
     return runs
-
-
-def _read_result(run_dir: Path) -> dict | None:
-    try:
-        return io.read_json(run_dir / "result.json")
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {"status": "failed", "failure": {"kind": "unreadable", "reason": "result.json cannot be read"}}
-
-
-def reset_failed(run_dir: Path) -> bool:
-    """Make a failed run runnable again: its result.json moves to result.failed.json (kept for
-    the record); checkpoint and log stay, so the run resumes where it was. Done under the
-    run's lock, so a concurrent sweep never loses a result it has just written."""
-    lock = RunLock(run_dir)
-    if not (run_dir / "result.json").exists() or not lock.acquire():
-        return False
-    try:
-        result = _read_result(run_dir)
-        if result is None or result.get("status") == "done":
-            return False
-        os.replace(run_dir / "result.json", run_dir / FAILED_KEPT)
-        return True
-    finally:
-        lock.release()
 
 
 def run_sweep(suite: Suite, runs: list[RunSpec], out_root: Path, *, quiet: bool = False,
@@ -79,11 +51,11 @@ def run_sweep(suite: Suite, runs: list[RunSpec], out_root: Path, *, quiet: bool 
         run_dir = spec.directory(out_root)
         if retry_failed:
             reset_failed(run_dir)
-        result = _read_result(run_dir)
+        result = read_result(run_dir)
         if result is None:
             todo.append(spec)
         else:
-            outcomes[spec] = RunOutcome(spec, "skipped" if result.get("status") == "done" else "failed", result)
+            outcomes[spec] = RunOutcome(spec, "skipped" if is_done(result) else "failed", result)
     while todo:
         tasks = [RunTask(suite, spec, out_root, quiet) for spec in todo]
         busy = []
@@ -98,7 +70,7 @@ def run_sweep(suite: Suite, runs: list[RunSpec], out_root: Path, *, quiet: bool 
     return [outcomes[spec] for spec in runs]
 
 
-def summarize(suite: Suite, outcomes: list[RunOutcome], wall_s: float, out_root: Path) -> tuple[str, int]:
+def summary_lines(suite: Suite, outcomes: list[RunOutcome], wall_s: float, out_root: Path) -> tuple[str, int]:
     """The sweep's closing lines, and the command's exit code (1 if any run failed)."""
     count = {s: sum(o.status == s for o in outcomes) for s in ("done", "skipped", "failed", "busy", "queued")}
     parts = [f"{count['done']} trained", f"{count['skipped']} already done", f"{count['failed']} failed"]
@@ -111,7 +83,7 @@ def summarize(suite: Suite, outcomes: list[RunOutcome], wall_s: float, out_root:
     failed = [o for o in outcomes if o.status == "failed"]
     if failed:
         lines.append("failed runs:")
-        lines += [f"  {o.spec.key}: {failure_text(o)}" for o in failed]
+        lines += [f"  {o.spec.key}: {failure_text(o.result)}" for o in failed]
         lines.append("rerun with --retry-failed to retry them (they resume from their checkpoints)")
     busy = [o for o in outcomes if o.status == "busy"]
     for o in busy:

@@ -146,7 +146,7 @@ def _pair_analysis(points: list[dict], r_key: str, *, n_boot: int, seed: int) ->
 def analyse_suite(records, *, n_boot: int = 2000, seed: int = 0) -> dict:
     """Correlation of R (train and test split) with DeepFool ρ over the done runs of a suite.
 
-    ``records`` are ``bench.runs.results.RunRecord`` objects (``load_runs``). Returns a
+    ``records`` are ``bench.runs.folder.RunRecord`` objects (``load_runs``). Returns a
     JSON-able dict: ``{"train": {...}, "test": {...}, "points": [...], ...}`` where each
     split holds ``R_vs_rho`` and ``logR_vs_logrho`` (``pearson``/``spearman`` → ``r``,
     ``p``, ``ci95``), or ``status: "not available"`` with a reason.
@@ -183,7 +183,7 @@ def suite_folder(runs_root: Path, suite: str) -> Path:
 
 def write_analysis(runs_root: Path, suite: str, *, n_boot: int = 2000, seed: int = 0) -> Path:
     """Analyse the runs of ``suite`` under ``runs_root``; write ``<runs_root>/<suite>/analysis.json``."""
-    from bench.runs.results import load_runs
+    from bench.runs.folder import load_runs
     records = load_runs(Path(runs_root), suite)
     analysis = analyse_suite(records, n_boot=n_boot, seed=seed)
     path = suite_folder(runs_root, suite) / "analysis.json"

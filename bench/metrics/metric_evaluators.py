@@ -40,6 +40,7 @@ import numpy as np
 import torch
 
 from bench.core.errors import BenchError
+from bench.evaluation.columns import RANK_GEOMETRY, Column
 from bench.evaluation.hook import EvalContext, register_evaluator
 from bench.metrics.binarity import BINARITY_KEYS, binarity
 from bench.metrics.entropy import kl_entropy
@@ -124,7 +125,15 @@ class GeometryOptions:
             raise ValueError(f"geometry.min_per_class must be >= 1, got {self.min_per_class}")
 
 
-@register_evaluator("geometry", options=GeometryOptions, kind="metric")
+@register_evaluator("geometry", options=GeometryOptions, kind="metric", columns=(
+    Column("R", "R", ("train", "R_mean"), atol=0.01, rank=RANK_GEOMETRY),
+    Column("sigma_w_trace", "Σ_W trace", ("train", "sigma_w_trace"), atol=1e-9, rank=RANK_GEOMETRY + 1),
+    Column("sigma_w_mean_entry", "Σ_W mean entry", ("train", "sigma_w_mean_entry"), atol=1e-12, section="detail",
+           rank=RANK_GEOMETRY + 1),
+    Column("cv_norm", "CV ‖z‖", ("train", "cv_norm"), atol=1e-3, rank=RANK_GEOMETRY + 2),
+    Column("cv_abs", "CV |z_ij|", ("train", "cv_abs"), atol=1e-3, section="detail", rank=RANK_GEOMETRY + 2),
+    Column("nc1", "NC1", ("train", "nc1"), atol=1e-6, rank=RANK_GEOMETRY + 4),
+))
 @_timed
 def geometry_evaluator(ctx: EvalContext, opts: GeometryOptions) -> dict:
     """Class separation R, Σ_W, Σ_B, neural collapse NC1–NC4, coefficients of variation (true-label groups)."""
@@ -195,7 +204,11 @@ class EntropyOptions:
             raise ValueError(f"entropy.max_samples must exceed k = {self.k}, got {self.max_samples}")
 
 
-@register_evaluator("entropy", options=EntropyOptions, kind="metric")
+@register_evaluator("entropy", options=EntropyOptions, kind="metric", columns=(
+    Column("entropy_per_dim", "H/d (nats)", ("train", "entropy_per_dim"), atol=0.02, rank=RANK_GEOMETRY + 3),
+    Column("zero_knn_fraction", "zero k-NN dist. (%)", ("train", "zero_knn_fraction"), fmt="pct", atol=0.01,
+           rtol=0.0, section="detail", rank=RANK_GEOMETRY + 3),
+))
 @_timed
 def entropy_evaluator(ctx: EvalContext, opts: EntropyOptions) -> dict:
     """Kozachenko–Leonenko k-NN entropy of the latents (nats, and per dimension), exact k-NN."""
@@ -226,7 +239,16 @@ class BinarityOptions:
             raise ValueError("binarity.max_iter must be >= 1 and binarity.tol > 0")
 
 
-@register_evaluator("binarity", options=BinarityOptions, kind="metric")
+@register_evaluator("binarity", options=BinarityOptions, kind="metric", columns=(
+    Column("gmm_score_mean", "binarity score", ("train", "gmm_score_mean"), atol=0.02, rank=RANK_GEOMETRY + 5),
+    Column("gmm_score_min", "binarity score (min)", ("train", "gmm_score_min"), atol=0.02, section="detail",
+           rank=RANK_GEOMETRY + 5),
+    Column("sigma_mean", "GMM σ (mean)", ("train", "sigma_mean"), atol=1e-6, section="detail", rank=RANK_GEOMETRY + 5),
+    Column("peaks_dist_mean", "peak distance", ("train", "peaks_dist_mean"), atol=0.05, section="detail",
+           rank=RANK_GEOMETRY + 5),
+    Column("peaks_dist_min", "peak distance (min)", ("train", "peaks_dist_min"), atol=0.05, section="detail",
+           rank=RANK_GEOMETRY + 5),
+))
 @_timed
 def binarity_evaluator(ctx: EvalContext, opts: BinarityOptions) -> dict:
     """Binary encoding: per-dimension 2-Gaussian mixture score, σ and peak distance (paper App. D)."""
@@ -251,7 +273,9 @@ class LipschitzOptions:
             raise ValueError(f"lipschitz.max_inputs must be >= 1, got {self.max_inputs}")
 
 
-@register_evaluator("lipschitz", options=LipschitzOptions, kind="metric")
+@register_evaluator("lipschitz", options=LipschitzOptions, kind="metric", columns=(
+    Column("lipschitz_mean", "Lipschitz (mean)", ("mean",), atol=1e-3, section="detail", rank=RANK_GEOMETRY + 6),
+))
 @_timed
 def lipschitz_evaluator(ctx: EvalContext, opts: LipschitzOptions) -> dict:
     """Local Lipschitz estimate: mean/max of ‖∇ₓ(f_y − max_{j≠y} f_j)‖₂ over the attack subset."""

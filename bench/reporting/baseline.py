@@ -1,14 +1,18 @@
 """Baselines: a suite's per-plugin statistics frozen into a JSON file, for ``bench check``.
 
     {"schema": 1, "kind": "lpc-bench-baseline", "suite": "digits-ci",
-     "suite_config": {...},                        # config.json's suite, without data paths
+     "suite_config": {...},                        # config.json's suite (identity: bench.runs.folder)
      "commit": "...", "hardware": [...], "finished": "...",
      "metrics": {plugin: {metric: {"mean": m, "std": s | null, "n": k}}},
      "claims": {claim: {"status": "holds" | "does not hold" | "skipped", "value": x}},
      "correlation": {"r": r, "n": k} | null}
 
 The file holds no wall-clock time of its own (its dates come from the runs' provenance),
-so writing it twice from the same runs gives the same bytes.
+so writing it twice from the same runs gives the same bytes. A baseline fits runs when
+their configurations agree on everything that determines a run's numbers
+(``bench.runs.folder.suite_differences``, the same definition ``bench run`` uses);
+a baseline written before plugins owned their parameters is read through
+``bench.config.migrate``.
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ from pathlib import Path
 
 from bench.core.errors import BenchError
 from bench.core.io import atomic_write_json
-from bench.reporting.report import (LOCAL_CONFIG_KEYS, SuiteSummary, _provenances, comparable_config, config_differences,
-                          incomplete_lines, mixed_configs, require_counted, summarise)
+from bench.reporting.claims import evaluate_claims
+from bench.reporting.markdown import incomplete_lines
+from bench.reporting.summary import SuiteSummary, require_counted, summarise_suite
+from bench.runs.folder import NON_IDENTITY_KEYS, mixed_configs, suite_differences
 
 BASELINE_SCHEMA = 1
 BASELINE_KIND = "lpc-bench-baseline"
@@ -29,10 +35,10 @@ def default_path(suite: str) -> Path:
     return Path(__file__).resolve().parents[1] / "baselines" / f"{suite}.json"
 
 
-def _strip_local(config: dict) -> dict:
-    """The suite dict without the keys that cannot change a number (data paths, runtime)."""
+def _without_local(config: dict) -> dict:
+    """The suite dict without the keys that cannot change a number (data paths, runtime, prose)."""
     suite = json.loads(json.dumps(config.get("suite", {})))
-    for dotted in LOCAL_CONFIG_KEYS:
+    for dotted in NON_IDENTITY_KEYS:
         *parents, key = dotted.split(".")
         node = suite
         for part in parents:
@@ -43,16 +49,15 @@ def _strip_local(config: dict) -> dict:
 
 
 def baseline_dict(summary: SuiteSummary) -> dict:
-    from bench.reporting.compare import evaluate_claims
-    provs = _provenances(summary.records)
+    provs = summary.provenances
     finished = sorted(p["finished"] for p in provs if p.get("finished"))
-    claims = evaluate_claims(summary.stats(), summary.correlation)
-    corr = summary.correlation
+    claims = evaluate_claims(summary.stats(), summary.correlations())
+    corr = summary.correlations().get("rho")
     return {
         "schema": BASELINE_SCHEMA,
         "kind": BASELINE_KIND,
         "suite": summary.suite,
-        "suite_config": _strip_local(summary.config),
+        "suite_config": _without_local(summary.config),
         "commit": ", ".join(sorted({p.get("commit", "unknown") for p in provs})) or "unknown",
         "hardware": sorted({p.get("hardware", "unknown") for p in provs}),
         "finished": finished[-1] if finished else None,
@@ -64,16 +69,17 @@ def baseline_dict(summary: SuiteSummary) -> dict:
     }
 
 
-def write_baseline(runs_root: Path, suite: str | None, out: Path | None = None) -> Path:
-    summary = _complete_summary(Path(runs_root), suite)
+def write_baseline(runs_root: Path, suite: str | None, out: Path | None = None, *,
+                   imports: tuple[str, ...] = ()) -> Path:
+    summary = _complete_summary(Path(runs_root), suite, imports)
     path = Path(out) if out else default_path(summary.suite)
     atomic_write_json(path, baseline_dict(summary))
     return path
 
 
-def _complete_summary(runs_root: Path, suite: str | None) -> SuiteSummary:
+def _complete_summary(runs_root: Path, suite: str | None, imports: tuple[str, ...] = ()) -> SuiteSummary:
     """The summary of a suite's runs that can serve as a reference: every run done, one configuration."""
-    summary = summarise(runs_root, suite)
+    summary = summarise_suite(runs_root, suite, imports=imports)
     require_counted(summary, runs_root)
     if summary.not_counted:
         listing = "\n".join(incomplete_lines(summary.not_counted))
@@ -109,10 +115,9 @@ def load_baseline(path: Path, summary: SuiteSummary) -> dict:
         raise BenchError(f"{path} is a baseline of suite {data.get('suite')!r}, not of {summary.suite!r}")
     if not isinstance(data.get("metrics"), dict):
         raise BenchError(f"{path} has no per-plugin metrics")
-    theirs = comparable_config({"suite": data.get("suite_config") or {}})
-    ours = comparable_config(summary.config)
-    if theirs != ours:
+    differences = suite_differences(data.get("suite_config") or {}, summary.config.get("suite") or {})
+    if differences:
         raise BenchError(f"{path} was made with a different configuration of suite {summary.suite} "
-                         f"(baseline vs runs: {config_differences(theirs, ours)}); regenerate the baseline "
+                         f"(baseline vs runs: {differences}); regenerate the baseline "
                          f"or run the suite as configured")
     return data

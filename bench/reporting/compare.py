@@ -5,8 +5,8 @@ baseline file of our own suite written by ``bench baseline``. The rule, printed 
 check:
 
 1. **Tolerance floor.** A (plugin, metric) passes when |ours − reference| ≤
-   max(rtol·|reference|, atol), with rtol and atol fixed per metric (``bench.reporting.report``:
-   e.g. accuracy ±1 point, R and ρ ±5 %). Identical code on the same CPU reproduces its
+   max(rtol·|reference|, atol), with rtol and atol fixed per metric (declared with the
+   evaluator's columns, ``bench.reporting.catalogue``: e.g. accuracy ±1 point, R and ρ ±5 %). Identical code on the same CPU reproduces its
    numbers exactly, so it always passes; the floor also keeps a test on a collapsed,
    near-zero quantity from failing on noise of no consequence.
 2. **Test.** Beyond the floor, the difference is tested: Welch's two-sided t-test when
@@ -19,6 +19,7 @@ check:
 4. **No spread.** With no spread on either side (n = 1 or std = 0) a difference beyond
    the floor fails: nothing measured could explain it.
 
+Every metric a registered evaluator declares is compared, a third-party evaluator's too.
 A metric the reference has and our runs lack fails (an evaluator went missing); a metric
 only we have is not compared. Shape claims whose inputs are missing are skipped with the
 reason. Against a baseline, a shape claim fails only when it held in the baseline and no
@@ -27,163 +28,20 @@ against the published numbers every claim must hold.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 from bench.core.errors import BenchError
-from bench.reporting.report import (L2_PENALISED, LPC_FAMILY, Correlation, Stat, SuiteSummary, fmt_sig, fmt_stat,
-                          incomplete_lines, md_table, metric_order, metric_spec, mixed_configs, require_counted,
-                          summarise)
+from bench.reporting.baseline import load_baseline
+from bench.reporting.catalogue import Catalogue
+from bench.reporting.claims import HOLDS, SKIPPED, evaluate_claims
+from bench.reporting.format import fmt_sig, fmt_stat, md_table
+from bench.reporting.markdown import incomplete_lines
+from bench.reporting.stats import Stat, difference_test, two_sided_p
+from bench.reporting.summary import SuiteSummary, require_counted, summarise_suite
+from bench.runs.folder import mixed_configs
 
 DEFAULT_ALPHA = 0.05
-CLAIM_ALPHA = 0.05          # one-sided test of "LPC accuracy below NoPen's"
-HOLDS, FAILS, SKIPPED = "holds", "does not hold", "skipped"
-
-
-# --------------------------------------------------------------------------- tests
-
-@dataclass(frozen=True)
-class DiffTest:
-    t: float
-    df: float
-    kind: str       # "Welch" | "prediction"
-
-
-def difference_test(a: Stat, b: Stat) -> DiffTest | None:
-    """t statistic of a.mean − b.mean, or None when neither side has a spread to test with."""
-    diff = a.mean - b.mean
-    sa = a.std if (a.std is not None and a.n >= 2) else None
-    sb = b.std if (b.std is not None and b.n >= 2) else None
-    if sa is not None and sb is not None:
-        va, vb = sa * sa / a.n, sb * sb / b.n
-        se2 = va + vb
-        if se2 <= 0:
-            return None
-        denom = (va * va / (a.n - 1) if va else 0.0) + (vb * vb / (b.n - 1) if vb else 0.0)
-        return DiffTest(diff / math.sqrt(se2), se2 * se2 / denom, "Welch")
-    if sa and b.n >= 2 and b.std is None:   # a reference mean published without its spread
-        return DiffTest(diff / (sa / math.sqrt(a.n)), a.n - 1, "one-sample")
-    if a.n == 1 and sb:
-        return DiffTest(diff / (sb * math.sqrt(1 + 1 / b.n)), b.n - 1, "prediction")
-    if b.n == 1 and sa:
-        return DiffTest(diff / (sa * math.sqrt(1 + 1 / a.n)), a.n - 1, "prediction")
-    return None
-
-
-def two_sided_p(test: DiffTest) -> float:
-    from scipy import stats
-    return float(2 * stats.t.sf(abs(test.t), test.df))
-
-
-# --------------------------------------------------------------------------- shape claims
-
-@dataclass(frozen=True)
-class ClaimResult:
-    key: str
-    statement: str
-    status: str            # holds | does not hold | skipped
-    detail: str
-    value: float | None = None
-
-
-def _ratio_text(x: float) -> str:
-    return "∞" if math.isinf(x) else f"{fmt_sig(x)}×"
-
-
-def _get(stats: dict[str, dict[str, Stat]], plugin: str, key: str) -> Stat | None:
-    return stats.get(plugin, {}).get(key)
-
-
-def claim_r(stats) -> ClaimResult:
-    statement = "LPC-family R ≥ 100× NoPen's"
-    base = _get(stats, "NoPen", "R")
-    family = [(p, _get(stats, p, "R")) for p in LPC_FAMILY if _get(stats, p, "R") is not None]
-    if base is None or not family:
-        why = "NoPen has no R" if base is None else f"no LPC-family plugin ({', '.join(LPC_FAMILY)}) has R"
-        return ClaimResult("r_family_100x", statement, SKIPPED, f"Skipped: {why} (evaluator `geometry`).")
-    if base.mean <= 0 or any(s.mean <= 0 for _, s in family):
-        return ClaimResult("r_family_100x", statement, SKIPPED, "Skipped: a non-positive R.")
-    ratios = [(p, s.mean / base.mean) for p, s in family]
-    geo = math.exp(sum(math.log(r) for _, r in ratios) / len(ratios))
-    status = HOLDS if geo >= 100 else FAILS
-    parts = ", ".join(f"{p} {_ratio_text(r)}" for p, r in ratios)
-    return ClaimResult("r_family_100x", statement, status,
-                       f"Geometric mean over the LPC family of R / R(NoPen) = {_ratio_text(geo)} ({parts}; "
-                       f"NoPen R = {fmt_sig(base.mean)}); needs ≥ 100×.", geo)
-
-
-def claim_rho(stats) -> ClaimResult:
-    statement = "LPC's DeepFool ρ ≥ 10× NoPen's"
-    lpc, base = _get(stats, "LPC", "rho"), _get(stats, "NoPen", "rho")
-    if lpc is None or base is None:
-        missing = " and ".join(p for p, s in (("LPC", lpc), ("NoPen", base)) if s is None)
-        return ClaimResult("rho_lpc_10x", statement, SKIPPED, f"Skipped: {missing} without ρ (evaluator `deepfool`).")
-    if base.mean <= 0:
-        return ClaimResult("rho_lpc_10x", statement, SKIPPED, "Skipped: NoPen's ρ is not positive.")
-    ratio = lpc.mean / base.mean
-    return ClaimResult("rho_lpc_10x", statement, HOLDS if ratio >= 10 else FAILS,
-                       f"ρ(LPC) / ρ(NoPen) = {fmt_sig(lpc.mean)} / {fmt_sig(base.mean)} = {_ratio_text(ratio)}; "
-                       f"needs ≥ 10×.", ratio)
-
-
-def claim_sigma(stats) -> ClaimResult:
-    statement = "Σ_W of every L2-penalised model ≥ 100× smaller than NoPen's"
-    models = [p for p in L2_PENALISED if p in stats]
-    key = None
-    for candidate, text in (("sigma_w_per_dim", "trace / d"), ("sigma_w_mean_entry", "mean entry")):
-        if _get(stats, "NoPen", candidate) and models and all(_get(stats, p, candidate) for p in models):
-            key, key_text = candidate, text
-            break
-    if key is None:
-        why = "no L2-penalised plugin in the runs" if not models else "Σ_W missing for NoPen or an L2-penalised plugin"
-        return ClaimResult("sigma_w_100x", statement, SKIPPED, f"Skipped: {why} (evaluator `geometry`).")
-    base = _get(stats, "NoPen", key).mean
-    ratios = []
-    for p in models:
-        own = _get(stats, p, key).mean
-        ratios.append((p, math.inf if own == 0 and base > 0 else (1.0 if own == 0 else base / own)))
-    worst = min(r for _, r in ratios)
-    parts = ", ".join(f"{p} {_ratio_text(r)}" for p, r in ratios)
-    return ClaimResult("sigma_w_100x", statement, HOLDS if worst >= 100 else FAILS,
-                       f"Σ_W ({key_text}) of NoPen / of each model: {parts}; the smallest needs ≥ 100×.", worst)
-
-
-def claim_accuracy(stats) -> ClaimResult:
-    statement = "LPC's test accuracy is not below NoPen's beyond noise"
-    lpc, base = _get(stats, "LPC", "test_acc"), _get(stats, "NoPen", "test_acc")
-    if lpc is None or base is None:
-        return ClaimResult("acc_lpc_vs_nopen", statement, SKIPPED, "Skipped: LPC or NoPen has no test accuracy.")
-    diff = lpc.mean - base.mean
-    test = difference_test(lpc, base)
-    head = f"LPC {fmt_stat(lpc, 'pct')} % vs NoPen {fmt_stat(base, 'pct')} % (Δ = {diff * 100:+.2f} points)"
-    if test is None:
-        tol = metric_spec("test_acc").atol
-        status = HOLDS if diff >= -tol else FAILS
-        return ClaimResult("acc_lpc_vs_nopen", statement, status,
-                           f"{head}; no spread to test with (a single seed), so the rule is Δ ≥ −{tol * 100:g} point.",
-                           diff)
-    from scipy import stats as sps
-    p_low = float(sps.t.cdf(test.t, test.df))
-    status = FAILS if p_low < CLAIM_ALPHA else HOLDS
-    return ClaimResult("acc_lpc_vs_nopen", statement, status,
-                       f"{head}; one-sided {test.kind} test of LPC < NoPen: p = {p_low:.3g} (fails below "
-                       f"{CLAIM_ALPHA:g}).", diff)
-
-
-def claim_pearson(corr: Correlation | None) -> ClaimResult:
-    statement = "Pearson r(R, ρ) across runs ≥ 0.9"
-    if corr is None or corr.r is None or not math.isfinite(corr.r):
-        return ClaimResult("pearson_r_rho", statement, SKIPPED,
-                           "Skipped: needs at least 3 done runs with both R and ρ (evaluators `geometry`, `deepfool`).")
-    where = f"over {corr.n} runs" if corr.n else "as published"
-    return ClaimResult("pearson_r_rho", statement, HOLDS if corr.r >= 0.9 else FAILS,
-                       f"r = {corr.r:.3f} {where}; needs ≥ 0.9.", corr.r)
-
-
-def evaluate_claims(stats: dict[str, dict[str, Stat]], corr: Correlation | None) -> list[ClaimResult]:
-    """The paper's shape claims on per-plugin statistics (ours, a baseline's or the paper's)."""
-    return [claim_r(stats), claim_rho(stats), claim_sigma(stats), claim_accuracy(stats), claim_pearson(corr)]
 
 
 # --------------------------------------------------------------------------- comparisons
@@ -200,8 +58,8 @@ class Comparison:
     note: str = ""
 
 
-def compare(plugin: str, key: str, ours: Stat | None, ref: Stat | None) -> Comparison:
-    spec = metric_spec(key)
+def compare(catalogue: Catalogue, plugin: str, key: str, ours: Stat | None, ref: Stat | None) -> Comparison:
+    spec = catalogue.spec(key)
     if ref is None:
         return Comparison(plugin, key, ours, ref, "—", "skip", note="not in the reference")
     if ours is None:
@@ -230,19 +88,19 @@ def holm(comparisons: list[Comparison], alpha: float) -> None:
             c.verdict = "pass"
 
 
-def _delta(c: Comparison) -> str:
+def _delta(catalogue: Catalogue, c: Comparison) -> str:
     if c.ours is None or c.ref is None:
         return "—"
     diff = c.ours.mean - c.ref.mean
-    if metric_spec(c.metric).fmt == "pct":
+    if catalogue.spec(c.metric).fmt == "pct":
         return f"{diff * 100:+.2f} pts"
     if c.ref.mean:
         return f"{diff / abs(c.ref.mean) * 100:+.1f} %"
     return fmt_sig(diff)
 
 
-def _tolerance_text(key: str) -> str:
-    spec = metric_spec(key)
+def _tolerance_text(catalogue: Catalogue, key: str) -> str:
+    spec = catalogue.spec(key)
     if spec.fmt == "pct":
         return f"±{spec.atol * 100:g} pts"
     return f"±{spec.rtol * 100:g} % (≥ {spec.atol:g})" if spec.rtol else f"±{spec.atol:g}"
@@ -272,12 +130,14 @@ def rule_text(alpha: float) -> str:
             f"lack fails.")
 
 
-def run_check(runs_root: Path, suite: str, against: str, *, alpha: float = DEFAULT_ALPHA) -> CheckResult:
+def run_check(runs_root: Path, suite: str | None, against: str, *, alpha: float = DEFAULT_ALPHA,
+              imports: tuple[str, ...] = ()) -> CheckResult:
     """Compare the runs of ``suite`` under ``runs_root`` with ``against`` ("published" or a baseline file)."""
     if not 0 < alpha < 1:
         raise BenchError(f"--alpha must be in (0, 1), got {alpha}")
     runs_root = Path(runs_root)
-    summary = summarise(runs_root, suite)
+    summary = summarise_suite(runs_root, suite, imports=imports)
+    catalogue = summary.catalogue
     require_counted(summary, runs_root)
     mixed = mixed_configs(summary.records)
     if mixed:
@@ -286,7 +146,6 @@ def run_check(runs_root: Path, suite: str, against: str, *, alpha: float = DEFAU
     if against == "published":
         ref_stats, ref_claims, header, only_plugins_in_both = published_reference(summary)
     else:
-        from bench.reporting.baseline import load_baseline
         baseline = load_baseline(Path(against), summary)
         ref_stats = {p: {k: Stat(v["mean"], v["std"], v["n"]) for k, v in per.items()}
                      for p, per in baseline["metrics"].items()}
@@ -304,8 +163,8 @@ def run_check(runs_root: Path, suite: str, against: str, *, alpha: float = DEFAU
             comparisons.append(Comparison(plugin, "(all)", None, None, "—", "fail",
                                           note="plugin has no counted run here"))
             continue
-        for key in metric_order(set(ref_stats[plugin])):
-            comparisons.append(compare(plugin, key, ours[plugin].get(key), ref_stats[plugin][key]))
+        for key in catalogue.order(set(ref_stats[plugin])):
+            comparisons.append(compare(catalogue, plugin, key, ours[plugin].get(key), ref_stats[plugin][key]))
     if only_plugins_in_both:
         absent = [p for p in ref_stats if p not in ours]
         if absent:
@@ -315,7 +174,7 @@ def run_check(runs_root: Path, suite: str, against: str, *, alpha: float = DEFAU
         notes.append(f"Plugins without reference numbers (not compared): {', '.join(extra)}.")
     holm(comparisons, alpha)
 
-    claims = evaluate_claims(ours, summary.correlation)
+    claims = evaluate_claims(ours, summary.correlations())
     claim_rows, claim_fail = [], 0
     for claim in claims:
         detail = claim.detail
@@ -341,11 +200,11 @@ def run_check(runs_root: Path, suite: str, against: str, *, alpha: float = DEFAU
              f"{runs_root}) against {header}", "", rule_text(alpha), ""]
     rows = []
     for c in comparisons:
-        spec = metric_spec(c.metric) if c.metric != "(all)" else None
+        spec = catalogue.spec(c.metric) if c.metric != "(all)" else None
         fmt = spec.fmt if spec else "sig"
         rows.append([c.plugin, spec.label if spec else c.metric,
-                     _stat_n(c.ours, fmt), _stat_n(c.ref, fmt), _delta(c),
-                     _tolerance_text(c.metric) if spec else "—", c.method,
+                     _stat_n(c.ours, fmt), _stat_n(c.ref, fmt), _delta(catalogue, c),
+                     _tolerance_text(catalogue, c.metric) if spec else "—", c.method,
                      "—" if c.p is None else f"{c.p:.3g}", c.verdict.upper(), c.note])
     lines += md_table(["plugin", "metric", "ours", "reference", "Δ", "tolerance", "test", "p", "result", "note"], rows)
     lines += ["", "Shape claims:", ""]

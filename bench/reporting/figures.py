@@ -1,4 +1,8 @@
-"""Figures beside a leaderboard (matplotlib, Agg backend), drawn from run directories.
+"""Figures beside a leaderboard (matplotlib, Agg backend), drawn from a suite summary alone.
+
+Everything comes from the run folders (result.json, log.jsonl): no dataset is loaded and
+no model is rebuilt; what a figure needs beyond the evaluators' numbers is saved at
+evaluation time (``bench.evaluation.figure_data``).
 
 * ``r-vs-rho.png``: class separation R against DeepFool ρ on log axes, one colour per
   plugin, every done run, with a least-squares line in log–log space and Pearson r
@@ -6,7 +10,10 @@
 * ``curves-<plugin>.png``: per plugin, accuracy, loss terms and schedules (γ, margin,
   scale, lr) over epochs from ``log.jsonl``, one line per counted seed;
 * ``z-hist.png``: per latent dimension, the histogram of the training latents of LPC and
-  of LinPen (the paper's Fig. 2), recomputed from the runs' checkpoints.
+  of LinPen (the paper's Fig. 2), from ``figure_data.latent_histograms``;
+* ``norm-cdf.png``: per plugin, the empirical CDF over the attacked inputs of the minimal
+  ‖r‖₂ DeepFool found and of the best-known one (``evaluations.best_known.per_input``):
+  where the curves part, DeepFool overstates robustness.
 
 ``draw_all`` returns, per report section, the Markdown lines to embed (an image link, or a
 note saying why a figure was skipped).
@@ -22,10 +29,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from bench.core.io import read_jsonl  # noqa: E402
+from bench.reporting.format import dig  # noqa: E402
 
 DPI = 110
-MAX_HIST_DIMS = 16
 SCHEDULE_KEYS = (("gamma", "γ"), ("margin", "margin m"), ("scale", "scale s"), ("lr", "learning rate"))
 
 
@@ -56,7 +62,8 @@ def draw_all(summary, out_dir: Path) -> dict[str, list[str]]:
         old.unlink()
     rel = folder.name
     notes: dict[str, list[str]] = {}
-    for section, fn in (("scatter", scatter_r_rho), ("curves", training_curves), ("histogram", z_histograms)):
+    for section, fn in (("scatter", scatter_r_rho), ("curves", training_curves), ("histogram", z_histograms),
+                        ("cdf", norm_cdfs)):
         try:
             notes[section] = fn(summary, folder, rel)
         except Exception as exc:  # a figure must never cost the leaderboard
@@ -66,11 +73,23 @@ def draw_all(summary, out_dir: Path) -> dict[str, list[str]]:
 
 # --------------------------------------------------------------------------- Fig. 3
 
+def r_rho_points(summary) -> list[tuple]:
+    """(run, R, ρ) of every done run that has both, positive (log axes)."""
+    points = []
+    for rec in summary.records:
+        if rec.status != "done":
+            continue
+        r, rho = summary.run_value(rec, "R"), summary.run_value(rec, "rho")
+        if r is not None and rho is not None and r > 0 and rho > 0:
+            points.append((rec, r, rho))
+    return points
+
+
 def scatter_r_rho(summary, folder: Path, rel: str) -> list[str]:
     import numpy as np
-    from bench.reporting.report import plugin_order, r_rho_points
+    from bench.reporting.summary import plugin_order
 
-    points = r_rho_points(summary.records)
+    points = r_rho_points(summary)
     if len(points) < 2:
         return ["R vs ρ figure skipped: fewer than 2 done runs have both R (evaluator `geometry`) and "
                 "ρ (evaluator `deepfool`)."]
@@ -89,9 +108,9 @@ def scatter_r_rho(summary, folder: Path, rel: str) -> list[str]:
     if np.ptp(lx) > 0:
         slope, intercept = np.polyfit(lx, ly, 1)
         grid = np.linspace(lx.min(), lx.max(), 50)
-        c = summary.correlation
+        c = summary.correlations().get("rho")
         fit = f"fit: ρ ∝ R^{slope:.2f}"
-        if c is not None:
+        if c is not None and c.r_log is not None:
             fit += f"\nPearson r(R, ρ) = {c.r:.3f}\nr(log R, log ρ) = {c.r_log:.3f}"
             title += f"\nPearson r = {c.r:.3f} (paper: 0.97 CIFAR-10, 0.985 CIFAR-100)"
         ax.plot(10 ** grid, 10 ** (intercept + slope * grid), color="0.3", linestyle="--", linewidth=1.2,
@@ -128,7 +147,7 @@ def _series(rows: list[dict], key: str) -> tuple[list[int], list[float]]:
 def training_curves(summary, folder: Path, rel: str) -> list[str]:
     links, skipped = [], []
     for p in summary.plugins:
-        logs = [(rec.seed, rec.lr, read_jsonl(rec.path / "log.jsonl")) for rec in p.runs]
+        logs = [(rec.seed, rec.lr, rec.log()) for rec in p.runs]
         logs = [entry for entry in logs if entry[2]]
         if not logs:
             skipped.append(p.plugin)
@@ -205,56 +224,103 @@ def _first_run(summary, plugin: str):
     return p.runs[0] if p is not None and p.runs else None
 
 
-def train_latents(run_dir: Path):
-    """The training split's latents of a finished run, recomputed on the CPU from its checkpoint."""
-    import torch
-    from bench.training.trainer import load_trained_run, predict
-    suite, _spec, model, data, device = load_trained_run(run_dir, torch.device("cpu"))
-    x, _y = data.split("train")
-    latents, _ = predict(model, x, data.pixel_scale, device, suite.recipe.eval_batch_size)
-    return latents.numpy()
-
-
 def z_histograms(summary, folder: Path, rel: str) -> list[str]:
     runs = {p: _first_run(summary, p) for p in ("LPC", "LinPen")}
     missing = [p for p, r in runs.items() if r is None]
     if missing:
         return [f"z histogram (paper Fig. 2) skipped: no counted {' or '.join(missing)} run."]
-    no_ckpt = [p for p, r in runs.items() if not (r.path / "checkpoint.pt").exists()]
-    if no_ckpt:
-        return [f"z histogram (paper Fig. 2) skipped: no checkpoint for {' and '.join(no_ckpt)} "
-                f"(the latents are recomputed from it)."]
-    latents = {p: train_latents(r.path) for p, r in runs.items()}
-    _hist_figure(summary.suite, latents, {p: r.seed for p, r in runs.items()}, folder / "z-hist.png")
+    data = {p: dig(r.result, ("figure_data", "latent_histograms")) for p, r in runs.items()}
+    lacking = [p for p, d in data.items() if not (isinstance(d, dict) and d.get("hist"))]
+    if lacking:
+        return [f"z histogram (paper Fig. 2) skipped: the counted {' and '.join(lacking)} run"
+                f"{'s have' if len(lacking) > 1 else ' has'} no `figure_data.latent_histograms` in result.json "
+                f"(written at evaluation time since this version; `bench metrics --runs DIR` adds it to a run "
+                f"that still has its checkpoint)."]
+    _hist_figure(summary.suite, data, {p: r.seed for p, r in runs.items()}, folder / "z-hist.png")
     return [f"Histograms of the latent values per dimension, LPC vs LinPen (paper Fig. 2; training split, seed "
             f"{runs['LPC'].seed}): [z-hist.png]({rel}/z-hist.png)", "",
             f"![z histograms, {summary.suite}]({rel}/z-hist.png)"]
 
 
-def _hist_figure(suite: str, latents: dict, seeds: dict, path: Path) -> None:
-    import numpy as np
-    dims = {p: min(z.shape[1], MAX_HIST_DIMS) for p, z in latents.items()}
+def _hist_figure(suite: str, data: dict, seeds: dict, path: Path) -> None:
+    dims = {p: len(d["hist"]) for p, d in data.items()}
     cols = 4
     rows = max(math.ceil(d / cols) for d in dims.values())
     fig = plt.figure(figsize=(2.1 * cols * 2 + 0.6, 1.75 * rows + 1.0))
     outer = fig.add_gridspec(1, 2, wspace=0.12, top=1 - 0.75 / (1.75 * rows + 1.0))
     colours = {"LPC": "tab:red", "LinPen": "tab:blue"}
-    for g, (plugin, z) in enumerate(latents.items()):
+    for g, (plugin, entry) in enumerate(data.items()):
         inner = outer[g].subgridspec(rows, cols, hspace=0.65, wspace=0.35)
-        for i in range(dims[plugin]):
+        for i, hist in enumerate(entry["hist"]):
             ax = fig.add_subplot(inner[i // cols, i % cols])
-            values = z[:, i]
-            span = float(np.ptp(values))
-            bins = 60 if span > 0 else 1
-            ax.hist(values, bins=bins, color=colours.get(plugin, "0.4"), alpha=0.85)
+            if hist["counts"]:
+                ax.stairs(hist["counts"], hist["edges"], fill=True, color=colours.get(plugin, "0.4"), alpha=0.85)
             ax.set_title(f"{plugin}  z{i + 1}", fontsize=8)
             ax.tick_params(labelsize=6)
             ax.set_yticks([])
             if i // cols == rows - 1 or i + cols >= dims[plugin]:
                 ax.set_xlabel("value", fontsize=7)
-        shown = f"first {dims[plugin]} of {z.shape[1]}" if z.shape[1] > dims[plugin] else f"all {z.shape[1]}"
-        fig.text(0.31 + 0.41 * g, 1 - 0.3 / (1.75 * rows + 1.0), f"{plugin} (seed {seeds[plugin]}): {shown} dimensions", ha="center",
-                 va="top", fontsize=10, color=colours.get(plugin, "black"))
+        total = entry.get("dims", dims[plugin])
+        shown = f"first {dims[plugin]} of {total}" if total > dims[plugin] else f"all {total}"
+        fig.text(0.31 + 0.41 * g, 1 - 0.3 / (1.75 * rows + 1.0), f"{plugin} (seed {seeds[plugin]}): {shown} dimensions",
+                 ha="center", va="top", fontsize=10, color=colours.get(plugin, "black"))
     fig.suptitle(f"{suite}: histograms of training-set latent values per dimension, LPC vs LinPen "
                  f"(y: count)", fontsize=11, y=1.0)
     _save(fig, path)
+
+
+# --------------------------------------------------------------------------- DeepFool vs best-known
+
+def _norms(values) -> list[float]:
+    """Per-input norms; an input the attack did not flip (null) counts as ∞ (the CDF stays below 1)."""
+    out = []
+    for v in values or ():
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        out.append(float(v) if ok else math.inf)
+    return out
+
+
+def norm_cdfs(summary, folder: Path, rel: str) -> list[str]:
+    """Per plugin (one panel), the CDF of the per-input minimal ‖r‖₂ of DeepFool and of the
+    best-known attack, pooled over the counted seeds."""
+    from bench.reporting.summary import BEST_KNOWN_PER_INPUT
+    panels = []
+    for p in summary.plugins:
+        deepfool, best = [], []
+        for rec in p.runs:
+            per_input = dig(rec.result, BEST_KNOWN_PER_INPUT)
+            if isinstance(per_input, dict):
+                deepfool += _norms(per_input.get("norm_deepfool"))
+                best += _norms(per_input.get("norm_best"))
+        if deepfool or best:
+            panels.append((p.plugin, len(p.runs), sorted(deepfool), sorted(best)))
+    if not panels:
+        return ["Per-input ‖r‖ CDF (DeepFool vs best-known) skipped: no counted run has "
+                "`evaluations.best_known.per_input` (evaluator `best_known`)."]
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.9 * rows), squeeze=False, sharex=True, sharey=True)
+    for ax, (plugin, n_runs, deepfool, best) in zip(axes.flat, panels):
+        for values, label, colour, style in ((deepfool, "DeepFool", "tab:orange", "--"),
+                                             (best, "best-known", "tab:blue", "-")):
+            finite = [v for v in values if math.isfinite(v)]
+            if finite:
+                ys = [(i + 1) / len(values) for i in range(len(finite))]
+                ax.step(finite, ys, where="post", color=colour, linestyle=style,
+                        label=f"{label} ({len(finite)}/{len(values)} flipped)")
+        ax.set_title(f"{plugin} ({n_runs} run{'s' if n_runs != 1 else ''})", fontsize=9)
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    for ax in axes.flat[len(panels):]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
+        ax.set_xlabel("minimal ‖r‖₂ (pixels in [0, 1])", fontsize=8)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("fraction of inputs", fontsize=8)
+    fig.suptitle(f"{summary.suite}: per-input minimal perturbation, DeepFool vs best-known", fontsize=11)
+    fig.tight_layout()
+    _save(fig, folder / "norm-cdf.png")
+    return [f"Per-input minimal ‖r‖₂, DeepFool against the best-known attack (CDF over the attacked inputs of "
+            f"the counted seeds; a DeepFool curve right of the best-known one is robustness DeepFool "
+            f"overstates): [norm-cdf.png]({rel}/norm-cdf.png)", "",
+            f"![per-input ‖r‖ CDF, {summary.suite}]({rel}/norm-cdf.png)"]

@@ -1,0 +1,1 @@
+"""Run folders: ``bench.runs.folder`` owns their layout, identity, records and state."""

@@ -51,7 +51,7 @@ import torch
 
 from bench.config.schema import Suite
 from bench.core.errors import BenchError
-from bench.runs.folder import RunSpec, run_status
+from bench.runs.folder import CHECKPOINT, RunSpec, result_status
 
 CPU_PROBE_BATCH = 32
 SAFETY = 0.9  # use at most this share of the free memory
@@ -126,7 +126,7 @@ def format_duration(seconds: float) -> str:
 
 def checkpoint_epoch(run_dir: Path) -> int:
     """The epoch a run resumes from: its checkpoint's (0 without a readable one)."""
-    path = Path(run_dir) / "checkpoint.pt"
+    path = Path(run_dir) / CHECKPOINT
     if not path.exists():
         return 0
     for mmap in (True, False):  # mmap: the epoch without reading every weight
@@ -139,7 +139,7 @@ def checkpoint_epoch(run_dir: Path) -> int:
 
 def will_run(spec: RunSpec, out_root: Path, retry_failed: bool = False) -> bool:
     """Whether a sweep hands this run out: not done, and not failed unless ``retry_failed``."""
-    status = run_status(spec.directory(out_root))
+    status = result_status(spec.directory(out_root))
     return status != "done" and (status != "failed" or retry_failed)
 
 
@@ -148,7 +148,7 @@ def epochs_left(spec: RunSpec, out_root: Path, total: int, *, retry_failed: bool
     resumes from the checkpoint, not from the last logged epoch). A failed run has none
     unless ``retry_failed`` (then it resumes from its checkpoint too)."""
     run_dir = spec.directory(out_root)
-    status = run_status(run_dir)
+    status = result_status(run_dir)
     if status == "done" or (status == "failed" and not retry_failed):
         return 0
     return max(total - checkpoint_epoch(run_dir), 0)
@@ -487,7 +487,7 @@ def nothing_pending_line(suite: Suite, runs: list[RunSpec], out_root: Path, retr
     """What the estimate says when every selected run is done (or failed, and not retried)."""
     if not runs:
         return f"estimate: no runs selected in suite {suite.name}"
-    statuses = [run_status(spec.directory(out_root)) for spec in runs]
+    statuses = [result_status(spec.directory(out_root)) for spec in runs]
     done, failed = statuses.count("done"), statuses.count("failed")
     where = Path(out_root) / suite.name
     text = f"estimate: nothing to train: all {len(runs)} selected run(s) of {suite.name} under {where} are "

@@ -2,10 +2,9 @@
 checkpoint if there is one, and ends by writing result.json (atomically)."""
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import math
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -17,12 +16,16 @@ from bench.config.schema import Suite
 from bench.data import DataSplits, DeviceLoader, load_dataset
 from bench.core.device import autocast, configure, resolve_device
 from bench.core.errors import BenchError
-from bench.evaluation.hook import EvalContext, attack_subset, load_builtin_evaluators, run_evaluators
+from bench.config.params import resolve_params
+from bench.evaluation.figure_data import latent_histograms
+from bench.evaluation.hook import EvalContext, attack_subset, run_evaluators
 from bench.models.classifier import Classifier
 from bench.core.progress import progress
 from bench.core.provenance import now, provenance
-from bench.runs.folder import RESULT_SCHEMA, RunSpec
-from registry import create_plugin, get_plugin_class
+from bench.runs import folder
+from bench.runs.folder import RESULT_SCHEMA, RunOutcome, RunSpec
+from bench.suites.imports import load_builtin_evaluators
+from registry import create_plugin
 
 CHECKPOINT_FORMAT = 1
 
@@ -56,16 +59,6 @@ def first_nonfinite(names: list[str], per_step: torch.Tensor) -> tuple[str, floa
     return names[named[0]], float(per_step[step, named[0]]), step
 
 
-def running_epoch(rows: list[dict], total_epochs: int | None) -> tuple[int | None, str]:
-    """(epoch, stage) a run was in when it stopped, from its log (one row per finished epoch,
-    contiguous from 0): the epoch after the last logged one, or stage "evaluation" (epoch
-    None) once every epoch is logged."""
-    epoch = int(rows[-1]["epoch"]) + 1 if rows else 0
-    if total_epochs is not None and epoch >= total_epochs:
-        return None, "evaluation"
-    return epoch, "training"
-
-
 _DATA_CACHE: dict[tuple, DataSplits] = {}
 
 
@@ -82,10 +75,8 @@ def build_model(suite: Suite, plugin: str, data: DataSplits, seed: int) -> Class
     """Seeded construction: same seed, same initial weights."""
     torch.manual_seed(seed)
     backbone = create_backbone(suite.backbone, data.input_shape)
-    cls = get_plugin_class(plugin)
-    accepted = inspect.signature(cls).parameters
-    hparams = {k: v for k, v in suite.recipe.plugin_hyperparameters().items() if k in accepted}
-    head = create_plugin(plugin, backbone.feature_dim, data.num_classes, suite.latent_widths, **hparams)
+    params = resolve_params(plugin, suite.plugin_params.get(plugin))   # the plugin's Params, suite values over defaults
+    head = create_plugin(plugin, backbone.feature_dim, data.num_classes, suite.latent_widths, params=params)
     mean, std = data.channel_stats()
     return Classifier(backbone, head, mean, std)
 
@@ -131,34 +122,6 @@ def _accuracy(model, x, y, data, device, batch_size, amp) -> float:
     return float((pred == y).float().mean())
 
 
-def identity_config(suite: Suite, spec: RunSpec) -> dict:
-    """What defines a run's numbers: the suite without its runtime and executor sections, plus the run."""
-    config = suite.to_dict()
-    config.pop("runtime")
-    config.pop("executor", None)
-    config.pop("description")
-    return {"suite": config, "run": spec.as_dict()}
-
-
-def same_identity(stored: dict, current: dict) -> bool:
-    """Equal configs, except where the data lives: ``--data-root ./x`` and ``--data-root
-    /abs/x`` (or a moved dataset) name the same run."""
-    def strip(config: dict) -> dict:
-        config = io.json.loads(io.json.dumps(config))
-        for key in ("root", "download"):
-            config.get("suite", {}).get("dataset", {}).pop(key, None)
-        return config
-    return strip(stored) == strip(current)
-
-
-@dataclass
-class RunOutcome:
-    spec: RunSpec
-    status: str            # done | failed | skipped
-    result: dict | None
-    wall_s: float = 0.0
-
-
 def train_run(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True,
               device: torch.device | None = None,
               on_epoch_end: Callable[[int], None] | None = None,
@@ -174,15 +137,14 @@ def train_run(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True
     """
     from bench.core.locks import RunLock, holder, remove_stale_temporaries
     run_dir = spec.directory(out_root)
-    result_path = run_dir / "result.json"
-    if result_path.exists():
-        return RunOutcome(spec, "skipped", io.read_json(result_path))
+    if (run_dir / folder.RESULT).exists():
+        return RunOutcome(spec, "skipped", folder.read_result(run_dir))
     lock = RunLock(run_dir)
     if not lock.acquire():
         return RunOutcome(spec, "busy", {"holder": holder(run_dir) or {}})
     try:
-        if result_path.exists():  # finished by another process between the check and the lock
-            return RunOutcome(spec, "skipped", io.read_json(result_path))
+        if (run_dir / folder.RESULT).exists():  # finished by another process between the check and the lock
+            return RunOutcome(spec, "skipped", folder.read_result(run_dir))
         remove_stale_temporaries(run_dir)
         started = time.perf_counter()
         try:
@@ -191,7 +153,7 @@ def train_run(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: bool = True
         except BenchError:
             raise
         except Exception as exc:  # recorded: one broken run must not lose a sweep
-            return record_failure(spec, run_dir, exc, time.perf_counter() - started, suite.recipe.epochs)
+            return record_failure(spec, run_dir, exc, time.perf_counter() - started)
     finally:
         lock.release()
 
@@ -206,22 +168,16 @@ def failure_kind(exc: BaseException) -> str:
     return "exception"
 
 
-def record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, wall_s: float = 0.0,
-                   total_epochs: int | None = None) -> RunOutcome:
+def record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, wall_s: float = 0.0) -> RunOutcome:
     """Write a failed result.json for an exception raised inside a run (the caller holds its
     lock), with the epoch that was running (or stage "evaluation" after the last one)."""
     import traceback
     kind = failure_kind(exc)
     if kind == "oom" and torch.cuda.is_available():
         torch.cuda.empty_cache()  # let the next run of this process start clean
-    rows = io.read_jsonl(run_dir / "log.jsonl")
     tb = traceback.format_exception(type(exc), exc, exc.__traceback__)
-    epoch, stage = running_epoch(rows, total_epochs)
-    failure = {"kind": kind, "reason": f"{type(exc).__name__}: {exc}"[:2000],
-               "epoch": epoch, "stage": stage, "traceback": "".join(tb)[-4000:]}
-    result = {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "failed", "failure": failure,
-              "train_wall_s": wall_s}
-    io.atomic_write_json(run_dir / "result.json", result)
+    result = folder.write_failure(run_dir, spec, kind, f"{type(exc).__name__}: {exc}"[:2000], wall_s=wall_s,
+                                  traceback="".join(tb)[-4000:])
     return RunOutcome(spec, "failed", result, wall_s)
 
 
@@ -231,17 +187,18 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
                       checkpoint_requested: Callable[[], bool] | None = None) -> RunOutcome:
     """train_run's work, with the run's lock held."""
     run_dir = spec.directory(out_root)
-    result_path = run_dir / "result.json"
+    result_path = run_dir / folder.RESULT
     if result_path.exists():
-        result = io.read_json(result_path)
-        return RunOutcome(spec, "skipped", result)
+        return RunOutcome(spec, "skipped", folder.read_result(run_dir))
     run_dir.mkdir(parents=True, exist_ok=True)
-    config = identity_config(suite, spec)
-    config_path = run_dir / "config.json"
+    config = folder.run_config(suite, spec)
+    config_path = run_dir / folder.CONFIG
     if config_path.exists():
-        if not same_identity(io.read_json(config_path), io._jsonable(config)):
-            raise BenchError(f"{run_dir} holds a run with a different configuration; "
-                             f"use another --out or delete that folder")
+        stored = io.read_json(config_path)
+        if not folder.same_identity(stored, config):
+            raise BenchError(f"{run_dir} holds a run with a different configuration "
+                             f"({folder.differences(folder.run_identity(stored), folder.run_identity(config))}); "
+                             f"use another --runs folder or delete that run folder")
     else:
         io.atomic_write_json(config_path, config)
 
@@ -257,8 +214,8 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     recipe = suite.recipe
 
     start_epoch = 0
-    checkpoint_path = run_dir / "checkpoint.pt"
-    log_path = run_dir / "log.jsonl"
+    checkpoint_path = run_dir / folder.CHECKPOINT
+    log_path = run_dir / folder.LOG
     if checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -269,7 +226,7 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     # keep only the log lines the checkpoint covers: a resumed run rewrites the rest identically
     log_rows = [r for r in io.read_jsonl(log_path) if r.get("epoch", math.inf) < start_epoch]
     io.atomic_write_text(log_path, "".join(io.json.dumps(r, sort_keys=True) + "\n" for r in log_rows))
-    prov_path = run_dir / "provenance.json"
+    prov_path = run_dir / folder.PROVENANCE
     if start_epoch > 0 and prov_path.exists():
         # a resumed run keeps its first start; each resumption is listed with its epoch and host
         earlier = io.read_json(prov_path)
@@ -304,11 +261,10 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
 
     train_wall = time.perf_counter() - started
     prov["finished"] = now()
-    io.atomic_write_json(run_dir / "provenance.json", prov)
+    io.atomic_write_json(prov_path, prov)
     if failure is not None:
-        result = {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "failed", "failure": failure,
-                  "train_wall_s": train_wall}
-        io.atomic_write_json(result_path, result)
+        result = folder.write_failure(run_dir, spec, "nan", failure.reason, epoch=failure.epoch, wall_s=train_wall,
+                                      stage="training", term=failure.term)
         return RunOutcome(spec, "failed", result, train_wall)
 
     # a run resumed from its final checkpoint trains no epoch: put the schedules (γ, the
@@ -317,7 +273,7 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     result = evaluate_run(suite, spec, model, data, device, quiet=quiet)
     result["train_wall_s"] = train_wall
     result["wall_s"] = time.perf_counter() - started
-    io.atomic_write_json(result_path, result)
+    folder.write_result(run_dir, result)
     return RunOutcome(spec, "done", result, result["wall_s"])
 
 
@@ -390,18 +346,21 @@ def evaluate_run(suite: Suite, spec: RunSpec, model: Classifier, data: DataSplit
             "train_acc": accuracy["train"], "val_acc": accuracy["val"], "test_acc": accuracy["test"],
             "latent": {"name": ctx.latent_name, "dim": int(latents["test"].shape[1])},
             "schedules_final": model.head.schedule_values(),
+            # what the report's figures need, so that they are drawn from run folders alone
+            "figure_data": {"latent_histograms": latent_histograms(latents["train"], split="train")},
             "evaluations": evaluations}
 
 
 def load_trained_run(run_dir: Path, device: torch.device | None = None):
     """(suite, spec, model in eval mode, data, device) of a finished run, from its folder alone."""
-    from bench.core.typed import from_dict
+    from bench.suites.imports import load_run_imports
     run_dir = Path(run_dir)
-    config_path, checkpoint_path = run_dir / "config.json", run_dir / "checkpoint.pt"
+    config_path, checkpoint_path = run_dir / folder.CONFIG, run_dir / folder.CHECKPOINT
     if not config_path.exists() or not checkpoint_path.exists():
         raise BenchError(f"{run_dir} is not a trained run (needs config.json and checkpoint.pt)")
     config = io.read_json(config_path)
-    suite = from_dict(Suite, {**config["suite"], "description": ""})
+    load_run_imports(config.get("imports") or ())   # a user's plugin module, recorded with the run
+    suite = folder.suite_from_config(config)
     spec = RunSpec(**config["run"])
     device = device or resolve_device(suite.runtime.device)
     data = get_data(suite)
@@ -436,17 +395,16 @@ def reevaluate_run(run_dir: Path, evaluators: tuple[str, ...], settings: dict | 
 def _reevaluate_locked(run_dir: Path, evaluators: tuple[str, ...], settings: dict | None, *,
                        quiet: bool, device: torch.device | None) -> dict:
     """reevaluate_run's work, with the run's lock held (one writer of result.json at a time)."""
-    result_path = run_dir / "result.json"
-    if not result_path.exists() or io.read_json(result_path).get("status") != "done":
+    if not folder.is_done(folder.read_result(run_dir)):
         raise BenchError(f"{run_dir}: no successful result.json to add evaluations to")
     suite, spec, model, data, device = load_trained_run(run_dir, device)
     merged = dict(suite.evaluation.settings)
     merged.update(settings or {})
-    fresh = evaluate_run(suite.replace(evaluation=suite.evaluation.__class__(
-        evaluators=tuple(evaluators), subset_size=suite.evaluation.subset_size,
-        subset_seed=suite.evaluation.subset_seed,
+    fresh = evaluate_run(suite.replace(evaluation=dataclasses.replace(
+        suite.evaluation, evaluators=tuple(evaluators),
         settings={k: v for k, v in merged.items() if k in evaluators})), spec, model, data, device, quiet=quiet)
-    result = io.read_json(result_path)
+    result = folder.read_result(run_dir)
     result.setdefault("evaluations", {}).update(fresh["evaluations"])
-    io.atomic_write_json(result_path, result)
+    result.setdefault("figure_data", fresh["figure_data"])   # older runs: what the figures need, now known
+    folder.write_result(run_dir, result)
     return result

@@ -1,11 +1,13 @@
 """Margin-based softmax baselines of arXiv 2310.08224, Table III: ArcFace and CosFace."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lpc import LinearRamp, Schedule
+from lpc import LinearRamp
 from registry.base import HeadOutput, Plugin, register_plugin
 from registry.losses import additive_angular_margin_logits, large_margin_cosine_logits
 
@@ -25,29 +27,28 @@ class NormalisedLinear(nn.Module):
             return F.linear(F.normalize(h.float(), dim=1), F.normalize(self.weight.float(), dim=1))
 
 
+# The margin and the scale ramp linearly over the first ``epochs`` epochs (the paper gives
+# the end points, not the ramp length; 250 is where its recipe starts decaying the lr).
+RAMP_EPOCHS = 250
+
+
 class _MarginPlugin(Plugin):
     margin_fn = staticmethod(additive_angular_margin_logits)
-
-    def __init__(self, feature_dim: int, num_classes: int, latent_dims=None, *,
-                 margin: Schedule, margin_scale: Schedule | None = None) -> None:
-        super().__init__(feature_dim, num_classes, latent_dims)
-        self.margin = margin
-        self.scale = margin_scale if margin_scale is not None else LinearRamp(16.0, 64.0, 100)
 
     def build_classifier(self, in_features: int) -> nn.Module:
         return NormalisedLinear(in_features, self.num_classes)
 
     def schedule_values(self) -> dict[str, float]:
-        return {"margin": self.margin(self.epoch), "scale": self.scale(self.epoch)}
+        return {"margin": self.params.margin(self.epoch), "scale": self.params.scale(self.epoch)}
 
     def forward(self, h: torch.Tensor) -> HeadOutput:
         cosine = self.classifier(h)
-        return HeadOutput(logits=self.scale(self.epoch) * cosine, latent=h, features=h)
+        return HeadOutput(logits=self.params.scale(self.epoch) * cosine, latent=h, features=h)
 
     def loss_terms(self, out: HeadOutput, y):
-        scale = self.scale(self.epoch)
+        scale = self.params.scale(self.epoch)
         cosine = out.logits.float() / scale
-        train_logits = self.margin_fn(cosine, y, self.margin(self.epoch), scale)
+        train_logits = self.margin_fn(cosine, y, self.params.margin(self.epoch), scale)
         return {self.term_name: F.cross_entropy(train_logits, y)}
 
 
@@ -57,18 +58,16 @@ class ArcFace(_MarginPlugin):
 
     Loss = CE(s·[cos(θ_y + m), cos θ_j≠y], y). Inference logits are the scaled cosines
     s·cos θ_j (no margin). Defaults (arXiv 2310.08224): m ramps 0.1 → 0.5 and s ramps
-    16 → 64 over the suite's ramp epochs (100 when built outside a suite).
-    No penultimate layer; the latent is h.
+    16 → 64 over 250 epochs. No penultimate layer; the latent is h.
     """
 
     term_name = "arcface"
     margin_fn = staticmethod(additive_angular_margin_logits)
 
-    def __init__(self, feature_dim: int, num_classes: int, latent_dims=None, *,
-                 arcface_margin: Schedule | None = None, margin_scale: Schedule | None = None) -> None:
-        super().__init__(feature_dim, num_classes, latent_dims,
-                         margin=arcface_margin if arcface_margin is not None else LinearRamp(0.1, 0.5, 100),
-                         margin_scale=margin_scale)
+    @dataclass(frozen=True)
+    class Params:
+        margin: LinearRamp = LinearRamp(0.1, 0.5, RAMP_EPOCHS)    # m: start → end over epochs
+        scale: LinearRamp = LinearRamp(16.0, 64.0, RAMP_EPOCHS)   # s
 
 
 @register_plugin("CosFace")
@@ -77,15 +76,13 @@ class CosFace(_MarginPlugin):
 
     Loss = CE(s·[cos θ_y − m, cos θ_j≠y], y). Inference logits are the scaled cosines
     s·cos θ_j (no margin). Defaults (arXiv 2310.08224): m ramps 0.05 → 0.25 and s ramps
-    16 → 64 over the suite's ramp epochs (100 when built outside a suite).
-    No penultimate layer; the latent is h.
+    16 → 64 over 250 epochs. No penultimate layer; the latent is h.
     """
 
     term_name = "cosface"
     margin_fn = staticmethod(large_margin_cosine_logits)
 
-    def __init__(self, feature_dim: int, num_classes: int, latent_dims=None, *,
-                 cosface_margin: Schedule | None = None, margin_scale: Schedule | None = None) -> None:
-        super().__init__(feature_dim, num_classes, latent_dims,
-                         margin=cosface_margin if cosface_margin is not None else LinearRamp(0.05, 0.25, 100),
-                         margin_scale=margin_scale)
+    @dataclass(frozen=True)
+    class Params:
+        margin: LinearRamp = LinearRamp(0.05, 0.25, RAMP_EPOCHS)  # m: start → end over epochs
+        scale: LinearRamp = LinearRamp(16.0, 64.0, RAMP_EPOCHS)   # s

@@ -1,6 +1,8 @@
 """Supervised contrastive baseline of arXiv 2310.08224, Table III."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from registry.base import HeadOutput, Plugin, register_plugin
 from registry.losses import supervised_contrastive_loss
 
@@ -13,14 +15,14 @@ class SupConCE(Plugin):
     τ = 0.05 (the LPC paper's value), λ = 1. No penultimate layer; the latent is h.
     """
 
-    def __init__(self, feature_dim: int, num_classes: int, latent_dims=None, *,
-                 supcon_temperature: float = 0.05, supcon_weight: float = 1.0) -> None:
-        super().__init__(feature_dim, num_classes, latent_dims)
-        self.supcon_temperature = supcon_temperature
-        self.supcon_weight = supcon_weight
+    @dataclass(frozen=True)
+    class Params:
+        supcon_temperature: float = 0.05   # τ
+        supcon_weight: float = 1.0         # λ
 
     def loss_terms(self, out: HeadOutput, y):
+        p = self.params
         return {
             "ce": self.cross_entropy(out, y),
-            "supcon": self.supcon_weight * supervised_contrastive_loss(out.features, y, self.supcon_temperature),
+            "supcon": p.supcon_weight * supervised_contrastive_loss(out.features, y, p.supcon_temperature),
         }
