@@ -309,7 +309,7 @@ def section_environment(rec: Recorder, s: Settings) -> None:
         rec.put("bf16_matmul", bf16_matmul_tflops(device, n, reps))
     with rec.item("attack_registry"):
         from bench.attacks.methods import ATTACKS
-        from bench.evaluation.hook import load_builtin_evaluators
+        from bench.suites.imports import load_builtin_evaluators
         load_builtin_evaluators()
         names = ATTACKS.names()
         rec.put("attack_registry", {"methods": names,
@@ -623,7 +623,7 @@ def section_real_run(rec: Recorder, s: Settings) -> None:
         if not runs.exists():
             raise SkipItem("bench run wrote no runs")
         cmd = [sys.executable, "-m", "bench", "report", "--runs", str(runs), "--suite", REAL_SUITE,
-               "--out", str(work / "leaderboards")]
+               "--leaderboards", str(work / "leaderboards")]
         log = work / "bench_report.log"
         code, wall = run_process(cmd, log=log, timeout=check_time_left(rec, 5, "bench report"), env=env)
         board = work / "leaderboards" / f"{REAL_SUITE}.md"
@@ -641,7 +641,9 @@ def section_real_run(rec: Recorder, s: Settings) -> None:
                "--data-root", str(root), "--plugins", "LPC", "--seeds", "0", "--estimate-only", "--quiet",
                "--out", str(work / "paper")]
         if s.smoke:  # the same path with a tiny CNN: a ResNet-18 probe takes long on a shared CPU
-            cmd += ["--device", "cpu", "--set", "backbone.name=small_cnn", "--set", "backbone.channels=[8,8,8]"]
+            cmd += ["--device", "cpu", "--set", "backbone.name=small_cnn", "--set", "backbone.channels=[8,8,8]",
+                    # the paper's full AutoAttack on an untrained model takes minutes on a CPU
+                    "--set", "evaluation.evaluators=[]", "--set", "evaluation.settings={}"]
         log = work / "paper_estimate.log"
         code, wall = run_process(cmd, log=log, timeout=check_time_left(rec, 10, "the paper suite's estimate"),
                                  env=env)
@@ -713,7 +715,7 @@ def section_attacks(rec: Recorder, s: Settings) -> None:
     with rec.item("autoattack"):
         from bench.attacks.library import AttackInfo
         from bench.attacks.methods import ATTACKS, attack_guard, seeded
-        from bench.evaluation.hook import load_builtin_evaluators
+        from bench.suites.imports import load_builtin_evaluators
         load_builtin_evaluators()
         names = [n for n in ATTACKS.names() if n.startswith("autoattack")]
         if not names:

@@ -386,13 +386,13 @@ def test_cli_attack_adds_evaluations(trained_run):
 
 def test_cli_attack_orders_evaluators_by_requires():
     from bench.cli.cmd_attack import plan_evaluators
-    from bench.evaluation.hook import load_builtin_evaluators
+    from bench.suites.imports import load_builtin_evaluators
     load_builtin_evaluators()
     order, settings = plan_evaluators(["attack_collapse", "pgd-l2"], (), {})
-    assert order == ("deepfool", "attacks", "best_known", "attack_collapse")
+    assert order == ("attacks", "deepfool", "best_known", "attack_collapse")   # requested first, then registry order
     assert settings["attacks"]["methods"] == ["pgd-l2"]
     order, _ = plan_evaluators(["reliability", "masking"], (), {})
-    assert order == ("deepfool", "attacks", "best_known", "reliability", "masking")
+    assert order == ("deepfool", "attacks", "masking", "best_known", "reliability")
     order, _ = plan_evaluators(None, ("deepfool", "attacks", "geometry"), {})
     assert order == ("deepfool", "attacks")
     order, _ = plan_evaluators(None, ("geometry",), {})

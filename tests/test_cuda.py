@@ -148,7 +148,7 @@ def test_lpc_at_gamma_1e6_trains_without_nan(device, image_folder, tmp_path):
     every loss term stays finite, the run completes, and the penalty falls each epoch."""
     from bench.runs.folder import RunSpec
     from bench.training.trainer import load_trained_run, predict, train_run
-    suite = small_suite(image_folder, device, "recipe.epochs=3", "recipe.gamma_start=1e6", "recipe.gamma_cap=1e6",
+    suite = small_suite(image_folder, device, "recipe.epochs=3", "plugin_params.LPC.gamma.start=1e6", "plugin_params.LPC.gamma.cap=1e6",
                         "runtime.amp=bf16")
     spec = RunSpec(suite.name, "LPC", 0, suite.lrs[0])
     outcome = train_run(suite, spec, tmp_path)

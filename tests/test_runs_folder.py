@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from bench.config.schema import EvalConfig
 from bench.core.errors import BenchError
+from bench.core.typed import from_dict
 from bench.evaluation.figure_data import latent_histograms
 from bench.runs import folder
 from bench.runs.folder import RunSpec
@@ -89,10 +91,13 @@ def test_the_committed_runs_keep_their_identity():
         paths = sorted((runs / name).glob("*/*/config.json"))
         if not paths:
             pytest.skip(f"no committed {name} runs")
-        suite = load_suite(name)
+        current = load_suite(name)
         for path in paths:
             stored = json.loads(path.read_text())
-            assert "gamma_start" in stored["suite"]["recipe"]     # the old shape
+            # the evaluators a suite runs may have grown since (they do not change what was
+            # trained): compare with the current suite evaluated as the stored one was
+            evaluation = from_dict(EvalConfig, stored["suite"]["evaluation"], "evaluation")
+            suite = current.replace(evaluation=evaluation)
             assert folder.same_identity(stored, folder.run_config(suite, RunSpec(**stored["run"]))), path
 
 
@@ -106,10 +111,11 @@ def test_records_and_states(tmp_path):
     (run_dir / folder.LOG).write_text('{"epoch": 0}\n{"epoch": 1}\n')
     (run_dir / folder.CHECKPOINT).write_bytes(b"x")
     assert folder.run_state(run_dir)["detail"] == "epoch 2/None (resumes from its checkpoint)"
-    result = folder.write_failure(run_dir, spec, "nan", "loss term 'penalty' is inf", wall_s=3.0)
-    assert result["failure"] == {"kind": "nan", "reason": "loss term 'penalty' is inf", "epoch": 1}
+    result = folder.write_failure(run_dir, spec, "exception", "ValueError: broken", wall_s=3.0)
+    # epochs 0 and 1 are logged: the run failed in epoch 2, while training
+    assert result["failure"] == {"kind": "exception", "reason": "ValueError: broken", "epoch": 2, "stage": "training"}
     assert result["train_wall_s"] == 3.0 and result["schema"] == folder.RESULT_SCHEMA
-    assert folder.failure_text(result) == "nan: loss term 'penalty' is inf (epoch 1)"
+    assert folder.failure_text(result) == "exception: ValueError: broken (epoch 2)"
     assert folder.run_state(run_dir)["state"] == "failed"
     assert folder.reset_failed(run_dir) and (run_dir / folder.FAILED_KEPT).exists()
     assert folder.read_result(run_dir) is None

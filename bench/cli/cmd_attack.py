@@ -46,7 +46,7 @@ def plan_evaluators(requested: list[str] | None, suite_evaluators: tuple[str, ..
     from bench.evaluation.hook import evaluator_names, run_order
     attack_evaluators = evaluator_names("attack")
     if not requested:
-        chosen = [n for n in suite_evaluators if n in attack_evaluators] or attack_evaluators
+        chosen = [n for n in suite_evaluators if n in attack_evaluators] or list(DEFAULT)
         return run_order(chosen, suite_evaluators), {}
     evaluators, methods = [], []
     for name in requested:
@@ -83,7 +83,7 @@ def require_registered_plugins(records) -> None:
         return
     named = "; ".join(f"{name!r} ({len(paths)} run(s), e.g. {paths[0]})" for name, paths in missing.items())
     raise BenchError(f"plugin(s) not registered in this Python: {named}. Install the package that provides "
-                     f"them (it registers them under the 'lpc_bench.plugins' entry point), or name the module "
+                     f"them (it registers them under the 'lpc_bench.plugins' entry point), or import the module "
                      f"that registers them with --import MODULE_OR_FILE; registered: "
                      f"{', '.join(PLUGINS.names())}")
 

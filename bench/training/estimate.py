@@ -341,8 +341,8 @@ def time_evaluators(suite: Suite, spec: RunSpec, data, device: torch.device) -> 
     """Seconds the suite's evaluators would take for one run of ``spec`` (see the module's
     docstring): timed on a freshly initialised model at two attack-subset sizes, each
     evaluator's time extended along the line through the two to the whole subset."""
-    from bench.evaluation.hook import (EVALUATORS, EvalContext, attack_subset, evaluator_options,
-                                       load_builtin_evaluators)
+    from bench.evaluation.hook import EVALUATORS, EvalContext, attack_subset, evaluator_options
+    from bench.suites.imports import load_builtin_evaluators
     from bench.training.trainer import build_model, predict
 
     names = suite.evaluation.evaluators

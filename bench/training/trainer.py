@@ -257,7 +257,7 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
             if on_epoch_end is not None:
                 on_epoch_end(epoch)
     except Diverged as exc:
-        failure = {"kind": "nan", "epoch": exc.epoch, "reason": exc.reason, "term": exc.term}
+        failure = exc
 
     train_wall = time.perf_counter() - started
     prov["finished"] = now()
