@@ -60,6 +60,9 @@ def random_crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator |
     return crop_flip(x, padding, dy, dx, flip, channels_last=channels_last)
 
 
+FLOAT_CACHE_BYTES = 64 * 2**20
+
+
 class DeviceLoader:
     """Iterates over (x in [0, 1] float32, y) batches of a uint8 dataset held on ``device``.
 
@@ -88,6 +91,13 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.channels_last = channels_last and self.x.dim() == 4
         self.generator: torch.Generator | None = None
+        # small data without augmentation: convert to float once; a batch is then one gather of
+        # the very values x[idx].float() / pixel_scale gives (the step loop of a tiny model
+        # is dominated by such per-batch overheads)
+        self.x_float: torch.Tensor | None = None
+        if (augment == "none" and not self.channels_last
+                and self.x.numel() * 4 <= FLOAT_CACHE_BYTES):
+            self.x_float = self.x.float().div_(self.pixel_scale)
 
     def set_seed(self, seed: int) -> None:
         """Seed the shuffle/augmentation draws; called once per epoch by the trainer."""
@@ -121,10 +131,13 @@ class DeviceLoader:
                 draw_crop_flip(size, self.padding, self.generator, self.device)
         for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            xb = self.x[idx]
+            if self.x_float is not None:
+                yield self.x_float.index_select(0, idx), self.y.index_select(0, idx)
+                continue
+            xb = self.x.index_select(0, idx)  # = x[idx], without advanced indexing's overhead
             if augmented:
                 xb = random_crop_flip(xb, self.padding, self.generator, channels_last=self.channels_last)
             elif self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             # .float() keeps the memory format; the division is in place on the new tensor
-            yield xb.float().div_(self.pixel_scale), self.y[idx]
+            yield xb.float().div_(self.pixel_scale), self.y.index_select(0, idx)

@@ -328,13 +328,15 @@ def _train_epoch(model: Classifier, optimizer, batches: Iterable, suite: Suite,
     step_labels: list[torch.Tensor] = []
     t0 = time.perf_counter()
     channels_last = device.type == "cuda" and suite.runtime.channels_last
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     for xb, yb in batches:
         if channels_last and xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             out = model.forward_all(xb)
         terms = model.head.loss(out, yb)
-        optimizer.zero_grad(set_to_none=True)
+        for p in params:  # optimizer.zero_grad(set_to_none=True), without its per-call overhead
+            p.grad = None
         terms["total"].backward()
         optimizer.step()
         if names is None:
