@@ -301,7 +301,7 @@ def test_digits_paper_is_the_papers_pace_and_digits_is_not():
     # γ sits at 1e6 for at least 20 reference epochs before the end
     assert r.epochs - GeometricSchedule(r.gamma_start, r.gamma_factor, r.gamma_cap).epochs_to_cap() >= 20
     assert len(paper.plugins) == 11 and len(paper.seeds) >= 3
-    assert paper.evaluation.evaluators == fast.evaluation.evaluators
+    assert set(fast.evaluation.evaluators) <= set(paper.evaluation.evaluators)   # the full evaluator set
     assert fast.recipe.epoch_steps is None
     assert any("digits-paper" in line for line in fast.paper_differences)
 
@@ -311,3 +311,50 @@ def test_the_paper_suites_state_their_pace(name):
     suite = load_suite(name)
     assert suite.recipe.epoch_steps == 391 == math.ceil(50_000 / suite.recipe.batch_size)
     assert any("391" in line for line in suite.paper_differences)
+
+
+# ----- a real kill -9 of the CLI, in the middle of a reference epoch ----------------------------
+PACED_KILL = ["dataset.limit_train=256", "evaluation.evaluators=[]", "evaluation.settings={}", "recipe.epochs=24",
+              "recipe.epoch_steps=5", "recipe.checkpoint_every=3", "recipe.log_every=2"]
+PACED_KILL_RUN = ["run", "--suite", "digits", "--plugins", "LPC", "--seeds", "0", "--quiet", "--no-report",
+                  "--out", "out", *(arg for o in PACED_KILL for arg in ("--set", o))]
+
+
+@pytest.mark.slow
+def test_kill_9_inside_a_reference_epoch_then_resume_gives_the_uninterrupted_result(tmp_path):
+    """``bench run`` with reference epochs of 5 steps over passes of 8, SIGKILLed just after its
+    first checkpoint (15 steps: the middle of a pass), i.e. inside the next reference epoch;
+    rerun, it ends with the uninterrupted run's result, log and weights."""
+    import os
+    import signal
+    import time
+    from conftest import start_cli
+    victim = start_cli(PACED_KILL_RUN, tmp_path)
+    run_dir = tmp_path / "out" / "digits" / "LPC" / "seed0-lr0.001"
+    try:
+        deadline = time.monotonic() + 240
+        while not (run_dir / "checkpoint.pt").exists():
+            assert victim.poll() is None, (tmp_path / "stderr.txt").read_text()
+            assert time.monotonic() < deadline, "no checkpoint within 240 s"
+            time.sleep(0.005)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    assert victim.returncode == -signal.SIGKILL
+    assert not (run_dir / "result.json").exists(), "killed too late: the run had finished"
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert state["step"] == 5 * state["epoch"] and state["epoch"] < 24
+
+    suite = load_suite("digits", PACED_KILL)
+    spec = RunSpec("digits", "LPC", 0, suite.lrs[0])
+    assert train_run(suite, spec, tmp_path / "ref").status == "done"
+    resumed = run_cli(PACED_KILL_RUN, tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert read_run(run_dir) == read_run(spec.directory(tmp_path / "ref"))
+    a = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(spec.directory(tmp_path / "ref") / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert leftover_temporaries(tmp_path / "out") == []
