@@ -117,6 +117,20 @@ def test_a_plugin_that_needs_whole_passes_is_refused_under_a_step_pace():
         PLUGINS.remove("PassBound")
 
 
+def test_an_unpaced_run_keeps_the_identity_it_had_before_the_key_existed():
+    """Run folders and baselines written before recipe.epoch_steps existed still match: the key
+    is in a run's identity only when set; the suite's paper_differences (words) never decide."""
+    from bench.training.trainer import identity_config, same_identity
+    spec = RunSpec("digits", "LPC", 0, 1e-3)
+    unpaced = identity_config(load_suite("digits"), spec)
+    assert "epoch_steps" not in unpaced["suite"]["recipe"]
+    paced = identity_config(load_suite("digits", ["recipe.epoch_steps=36"]), spec)
+    assert paced["suite"]["recipe"]["epoch_steps"] == 36 and not same_identity(unpaced, paced)
+    reworded = identity_config(load_suite("digits", ["paper_differences=[other words]"]), spec)
+    assert same_identity(unpaced, reworded)
+    assert not same_identity(unpaced, identity_config(load_suite("digits", ["recipe.epochs=3"]), spec))
+
+
 def test_bad_epoch_steps_is_one_error_line_from_the_cli(tmp_path):
     done = run_cli(["run", "--suite", "digits", "--set", "recipe.epoch_steps=0", "--out", "out"], tmp_path)
     assert done.returncode == 2

@@ -125,16 +125,22 @@ def identity_config(suite: Suite, spec: RunSpec) -> dict:
     config.pop("runtime")
     config.pop("executor", None)
     config.pop("description")
+    # recipe.epoch_steps came after runs and baselines were recorded: at its default (pass-paced
+    # schedules) it is left out, so that those keep their identity
+    if config["recipe"].get("epoch_steps") is None:
+        config["recipe"].pop("epoch_steps", None)
     return {"suite": config, "run": spec.as_dict()}
 
 
 def same_identity(stored: dict, current: dict) -> bool:
     """Equal configs, except where the data lives: ``--data-root ./x`` and ``--data-root
-    /abs/x`` (or a moved dataset) name the same run."""
+    /abs/x`` (or a moved dataset) name the same run; and except the suite's
+    ``paper_differences``, words about the run (as for the reports), not a cause of its numbers."""
     def strip(config: dict) -> dict:
         config = io.json.loads(io.json.dumps(config))
         for key in ("root", "download"):
             config.get("suite", {}).get("dataset", {}).pop(key, None)
+        config.get("suite", {}).pop("paper_differences", None)
         return config
     return strip(stored) == strip(current)
 
