@@ -4,7 +4,7 @@ pyinstrument profile of the steps.
 
     python benchmarks/profile_step.py                                   # digits-paper, LPC
     python benchmarks/profile_step.py --plugins all                     # the 11 plugins, and the suite's time
-    python benchmarks/profile_step.py --profile                         # + where the time goes (pyinstrument)
+    python benchmarks/profile_step.py --profile                         # + where the time goes (pip install pyinstrument)
     python benchmarks/profile_step.py --suite digits --set recipe.batch_size=128   # the unpaced loop
 
 Each measurement trains ``--steps`` optimizer steps and reads the process CPU time (one
