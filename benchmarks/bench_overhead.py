@@ -118,6 +118,7 @@ def measure(config: str, repeats: int, inner: int, cnn_n: int) -> dict:
     def run_harness() -> tuple[float, float]:
         w0, c0 = time.perf_counter(), time.process_time()
         for _ in range(inner):
+            loader.set_seed(epoch_seed(spec.seed, epoch))
             _train_epoch(harness_model, harness_opt, loader, suite, spec, epoch, device, "off")
         return time.perf_counter() - w0, time.process_time() - c0
 

@@ -9,7 +9,10 @@ the backbone and the logits, and the loss:
 * ``loss(out, y) -> dict`` returns every named term (``ce``, ``penalty``, ``supcon`` …)
   and their sum under ``"total"``; the harness logs each term separately.
 * ``set_epoch(epoch)`` is called by the harness at the start of each epoch; schedules
-  (γ, margin, scale) are read from it, so they survive a resume.
+  (γ, margin, scale) are read from it, so they survive a resume. The epoch is a pass
+  over the data, or a reference epoch of ``recipe.epoch_steps`` optimizer steps when the
+  suite paces its schedules by steps; a plugin whose per-epoch logic needs whole passes
+  sets ``step_paced = False`` and such suites refuse it.
 * ``classifier`` is the final linear map; the shared recipe keeps its learning rate
   constant while the rest is decayed.
 * ``Params`` is a frozen dataclass of the plugin's tunable parameters, each with its
@@ -97,6 +100,9 @@ class Plugin(nn.Module):
     latent_width: ClassVar[str | None] = None
     latent_activation: ClassVar[type[nn.Module] | None] = None
     Params: ClassVar[type] = NoParams
+    # True: every per-epoch value is a function of the epoch number alone, so it can be a
+    # reference epoch of N optimizer steps (recipe.epoch_steps) that cuts through passes
+    step_paced: ClassVar[bool] = True
 
     def __init__(self, feature_dim: int, num_classes: int,
                  latent_dims: Mapping[str, int] | None = None, params: Any = None) -> None:

@@ -40,8 +40,9 @@ def test_estimate_only_prints_one_line_and_trains_nothing(tiny_cifar10, tmp_path
         code = main(["run", "--suite", "cifar10", "--estimate-only", *_args(tiny_cifar10, tmp_path / "runs")])
     assert code == 0
     (line,) = out.getvalue().strip().splitlines()
-    # 2 plugins × 4 lrs, 3 epochs each; 90 training examples in batches of 16 -> 6 steps
-    assert line.startswith("estimate: 8 pending run(s) of cifar10, 24 epochs × 6 steps of batch 16 on cpu ≈ ")
+    # 2 plugins × 4 lrs, 3 epochs each; cifar10's epochs are reference epochs of 391 steps
+    # (90 training examples in batches of 16 would be 6 steps a pass)
+    assert line.startswith("estimate: 8 pending run(s) of cifar10, 24 epochs × 391 steps of batch 16 on cpu ≈ ")
     assert "2 plugins timed" in line and "the suite runs no evaluators" in line
     assert not (tmp_path / "runs").exists()
 
@@ -49,7 +50,8 @@ def test_estimate_only_prints_one_line_and_trains_nothing(tiny_cifar10, tmp_path
 def test_estimate_counts_only_remaining_epochs(tiny_cifar10, tmp_path):
     suite = load_suite("cifar10", [
         "backbone.name=small_cnn", "backbone.channels=[4, 8]", "evaluation.evaluators=[]", "evaluation.settings={}",
-        "recipe.batch_size=16", "recipe.epochs=3", "runtime.device=cpu", f"dataset.root={tiny_cifar10}"])
+        "recipe.batch_size=16", "recipe.epochs=3", "recipe.epoch_steps=null", "runtime.device=cpu",
+        f"dataset.root={tiny_cifar10}"])
     runs = [r for r in plan_runs(suite) if r.plugin == "NoPen" and r.seed == 0]
     done, running = runs[0].directory(tmp_path), runs[1].directory(tmp_path)
     done.mkdir(parents=True)
@@ -60,6 +62,7 @@ def test_estimate_counts_only_remaining_epochs(tiny_cifar10, tmp_path):
     torch.save({"format": 1, "epoch": 1, "model": {}, "optimizer": {}}, running / "checkpoint.pt")
     assert [estimate.epochs_left(r, tmp_path, 3) for r in runs] == [0, 2, 3, 3]
     est = estimate.estimate_sweep(suite, runs, tmp_path)
+    # unpaced: an epoch is a pass, 90 training examples in batches of 16 -> 6 steps
     assert est.runs == 3 and est.epochs_left == 8 and est.steps_per_epoch == 6 and est.total_s > 0
     assert estimate.estimate_sweep(suite, runs[:1], tmp_path) is None  # nothing left: nothing measured
 

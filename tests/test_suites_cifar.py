@@ -98,7 +98,7 @@ def test_one_cifar100_run_trains_one_tiny_epoch_on_cpu(tmp_path):
                         [f"c{i}" for i in range(100)])
     suite = load_suite("cifar100", NO_EVALUATORS + [
         f"dataset.root={tmp_path / 'data'}", "dataset.val_fraction=0.25",
-        "recipe.epochs=1", "recipe.batch_size=16", "recipe.eval_batch_size=64", "runtime.device=cpu"])
+        "recipe.epochs=1", "recipe.epoch_steps=1", "recipe.batch_size=16", "recipe.eval_batch_size=64", "runtime.device=cpu"])
     (spec,) = select_runs(suite, ["LPC-SCL"], [0])[:1]
     assert spec.lr == 1e-4 and suite.backbone.name == "resnet50"
     outcome = train_run(suite, spec, tmp_path / "runs")

@@ -60,13 +60,18 @@ def random_crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator |
     return crop_flip(x, padding, dy, dx, flip, channels_last=channels_last)
 
 
+FLOAT_CACHE_BYTES = 64 * 2**20
+
+
 class DeviceLoader:
     """Iterates over (x in [0, 1] float32, y) batches of a uint8 dataset held on ``device``.
 
     ``set_seed(s)`` before each shuffled or augmented pass: the permutation and the crop
     and flip draws then depend only on ``s`` (and the device type's generator), so a
-    resumed run sees the same batches. In a shuffled pass a last batch of a single
-    example is dropped: batch norm cannot train on one example.
+    resumed run sees the same batches. ``batches(start)`` starts a pass at batch
+    ``start``, with exactly the batches (and augmentation draws) a full pass has from
+    there on: a run resumed in the middle of a pass continues it. In a shuffled pass a
+    last batch of a single example is dropped: batch norm cannot train on one example.
     """
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor, batch_size: int, *, pixel_scale: float,
@@ -86,6 +91,13 @@ class DeviceLoader:
         self.drop_last = drop_last
         self.channels_last = channels_last and self.x.dim() == 4
         self.generator: torch.Generator | None = None
+        # small data without augmentation: convert to float once; a batch is then one gather of
+        # the very values x[idx].float() / pixel_scale gives (the step loop of a tiny model
+        # is dominated by such per-batch overheads)
+        self.x_float: torch.Tensor | None = None
+        if (augment == "none" and not self.channels_last
+                and self.x.numel() * 4 <= FLOAT_CACHE_BYTES):
+            self.x_float = self.x.float().div_(self.pixel_scale)
 
     def set_seed(self, seed: int) -> None:
         """Seed the shuffle/augmentation draws; called once per epoch by the trainer."""
@@ -100,18 +112,32 @@ class DeviceLoader:
         return full + (rest > 0)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.batches(0)
+
+    def batches(self, start: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The pass's batches from batch ``start`` on (0 <= start <= len(self))."""
         n = self.x.shape[0]
+        if not 0 <= start <= len(self):
+            raise ValueError(f"start batch {start} is outside a pass of {len(self)} batches")
         if self.shuffle or self.augment != "none":
             if self.generator is None:
                 raise RuntimeError("DeviceLoader.set_seed() must be called before a shuffled/augmented pass")
         order = (torch.randperm(n, generator=self.generator, device=self.device)
                  if self.shuffle else torch.arange(n, device=self.device))
-        for i in range(len(self)):
+        augmented = self.augment == "crop_flip" and self.x.dim() == 4
+        if augmented:  # replay the skipped batches' draws, so that the generator is where a full pass has it
+            for i in range(start):
+                size = min(self.batch_size, n - i * self.batch_size)
+                draw_crop_flip(size, self.padding, self.generator, self.device)
+        for i in range(start, len(self)):
             idx = order[i * self.batch_size:(i + 1) * self.batch_size]
-            xb = self.x[idx]
-            if self.augment == "crop_flip" and xb.dim() == 4:
+            if self.x_float is not None:
+                yield self.x_float.index_select(0, idx), self.y.index_select(0, idx)
+                continue
+            xb = self.x.index_select(0, idx)  # = x[idx], without advanced indexing's overhead
+            if augmented:
                 xb = random_crop_flip(xb, self.padding, self.generator, channels_last=self.channels_last)
             elif self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             # .float() keeps the memory format; the division is in place on the new tensor
-            yield xb.float().div_(self.pixel_scale), self.y[idx]
+            yield xb.float().div_(self.pixel_scale), self.y.index_select(0, idx)

@@ -9,6 +9,13 @@ from torch import nn
 from registry import HeadOutput, Plugin
 
 
+def _autocast_enabled(device_type: str) -> bool:
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4: no device argument
+        return True
+
+
 class Classifier(nn.Module):
     """``forward(x)`` gives the plugin's inference logits; ``forward_all(x)`` the HeadOutput.
 
@@ -32,6 +39,8 @@ class Classifier(nn.Module):
         # the head runs in float32 even under bf16 autocast: a collapsing z has ‖z‖ of
         # order 1e-3, below bf16's resolution at the scale of the rest of the network,
         # so the penalty and the geometry metrics would see rounding noise, not collapse
+        if not _autocast_enabled(h.device.type):  # skip the context's cost on every step
+            return self.head(h.float())
         with torch.autocast(h.device.type, enabled=False):
             return self.head(h.float())
 

@@ -122,6 +122,10 @@ def suite_identity(suite: dict) -> tuple[dict, dict[str, dict]]:
     shared = _plain(migrate_suite_dict(suite))
     for dotted in NON_IDENTITY_KEYS:
         _drop(shared, dotted)
+    # recipe.epoch_steps came after runs and baselines were recorded: at its default (schedules
+    # paced by passes) it is left out, so that those keep their identity
+    if isinstance(shared.get("recipe"), dict) and shared["recipe"].get("epoch_steps") is None:
+        shared["recipe"].pop("epoch_steps", None)
     given = shared.pop("plugin_params", None) or {}
     params = {p: _resolved(p, given.get(p)) for p in shared.get("plugins") or ()}
     for key in SELECTION_KEYS:

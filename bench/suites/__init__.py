@@ -105,6 +105,10 @@ def validate_suite(suite: Suite) -> None:
             width = getattr(cls, "latent_width", None)
             if width is not None and width not in suite.latent_widths:
                 raise BenchError(f"plugin {plugin} needs latent_widths.{width}")
+            if suite.recipe.epoch_steps is not None and not getattr(cls, "step_paced", True):
+                raise BenchError(f"plugin {plugin} advances its schedules once per pass over the data "
+                                 f"(step_paced = False) and cannot follow recipe.epoch_steps="
+                                 f"{suite.recipe.epoch_steps}; drop the plugin or set recipe.epoch_steps=null")
         BACKBONES.get(suite.backbone.name)
         DATASETS.get(suite.dataset.name)
         for name in suite.evaluation.evaluators:

@@ -324,7 +324,8 @@ def measure(suite: Suite, spec: RunSpec, device: torch.device, *, budget_s: floa
             torch.cuda.empty_cache()
 
     full, rest = divmod(n_train, recipe.batch_size)
-    steps_per_epoch = full + (rest > 1)  # DeviceLoader drops a lone last example
+    # a paced recipe's epoch is epoch_steps steps; else one pass (DeviceLoader drops a lone last example)
+    steps_per_epoch = recipe.epoch_steps or full + (rest > 1)
     return Estimate(runs=0, epochs_left=0, steps_per_epoch=steps_per_epoch, step_s=step_s,
                     eval_forward_s=eval_forward_s, train_s=0.0, eval_s=0.0, device=str(device),
                     probe_batch=probe, memory_need_bytes=need, memory_free_bytes=free)

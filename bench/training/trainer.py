@@ -3,10 +3,11 @@ checkpoint if there is one, and ends by writing result.json (atomically)."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable, Iterator
 
 import torch
 
@@ -87,7 +88,8 @@ def make_optimizer(model: Classifier, suite: Suite, lr: float) -> torch.optim.Op
     rest = [p for p in model.parameters() if id(p) not in classifier_ids]
     classifier = [p for p in model.parameters() if id(p) in classifier_ids]
     groups = [{"params": rest, "decay": True}, {"params": classifier, "decay": False}]
-    return torch.optim.AdamW(groups, lr=lr, weight_decay=suite.recipe.weight_decay)
+    fused = suite.recipe.optimizer == "adamw-fused"
+    return torch.optim.AdamW(groups, lr=lr, weight_decay=suite.recipe.weight_decay, fused=fused or None)
 
 
 def set_learning_rates(optimizer: torch.optim.Optimizer, suite: Suite, lr: float, epoch: int) -> float:
@@ -98,8 +100,24 @@ def set_learning_rates(optimizer: torch.optim.Optimizer, suite: Suite, lr: float
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
-    """Shuffle/augmentation seed of one epoch: a resumed run draws exactly the same batches."""
+    """Shuffle/augmentation seed of one pass over the data: a resumed run draws exactly the same batches."""
     return (seed * 1_000_003 + epoch * 7919 + 17) % (2**63 - 1)
+
+
+def batch_stream(loader: DeviceLoader, seed: int, start_step: int = 0) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The training batches from optimizer step ``start_step`` on, pass after pass over the data.
+
+    Pass p is shuffled (and augmented) with ``epoch_seed(seed, p)``, so step s gets the same
+    batch whether the run started at 0 or resumed in the middle of a pass. Schedule epochs
+    are cut out of this stream (``itertools.islice``, which never reads ahead): one pass
+    each by default, ``recipe.epoch_steps`` steps each when paced.
+    """
+    steps_per_pass = len(loader)
+    pass_index, skip = divmod(start_step, steps_per_pass)
+    while True:
+        loader.set_seed(epoch_seed(seed, pass_index))
+        yield from loader.batches(skip)
+        pass_index, skip = pass_index + 1, 0
 
 
 @torch.no_grad()
@@ -241,17 +259,24 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
         model.backbone.compile()  # in place: state_dict keys (and checkpoints) stay the same
     amp = suite.runtime.amp
     failure = None
+    # a schedule epoch: one pass over the data, or a reference epoch of recipe.epoch_steps steps
+    epoch_steps = recipe.epoch_steps or len(loader)
+    stream = batch_stream(loader, spec.seed, start_epoch * epoch_steps)
     epochs = progress(range(start_epoch, recipe.epochs), quiet=quiet, desc=spec.key, unit="epoch",
                       leave=False, initial=start_epoch, total=recipe.epochs)
     try:
         for epoch in epochs:
-            row = _train_epoch(model, optimizer, loader, suite, spec, epoch, device, amp)
+            row = _train_epoch(model, optimizer, itertools.islice(stream, epoch_steps), suite, spec,
+                               epoch, device, amp)
+            if recipe.epoch_steps:
+                row["step"] = (epoch + 1) * epoch_steps   # optimizer steps done
             if (epoch + 1) % recipe.log_every == 0 or epoch + 1 == recipe.epochs:
                 row["val_acc"] = _accuracy(model, data.val_x, data.val_y, data, device, recipe.eval_batch_size, amp)
             io.append_jsonl(log_path, row)
             if ((epoch + 1) % recipe.checkpoint_every == 0 or epoch + 1 == recipe.epochs
                     or (checkpoint_requested is not None and checkpoint_requested())):
                 io.atomic_torch_save(checkpoint_path, {"format": CHECKPOINT_FORMAT, "epoch": epoch + 1,
+                                                       "step": (epoch + 1) * epoch_steps,
                                                        "model": model.state_dict(),
                                                        "optimizer": optimizer.state_dict()})
             if on_epoch_end is not None:
@@ -277,12 +302,12 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     return RunOutcome(spec, "done", result, result["wall_s"])
 
 
-def _train_epoch(model: Classifier, optimizer, loader: DeviceLoader, suite: Suite,
+def _train_epoch(model: Classifier, optimizer, batches: Iterable, suite: Suite,
                  spec: RunSpec, epoch: int, device: torch.device, amp: str) -> dict:
+    """Train on ``batches`` (one schedule epoch) with the schedules of (reference) epoch ``epoch``."""
     model.train()
     model.head.set_epoch(epoch)
     lr_now = set_learning_rates(optimizer, suite, spec.lr, epoch)
-    loader.set_seed(epoch_seed(spec.seed, epoch))
     # hot path: per step only detached references to the loss terms and one argmax, kept on
     # the device; they are reduced (and synchronised) once, at the end of the epoch
     names: list[str] | None = None
@@ -291,13 +316,15 @@ def _train_epoch(model: Classifier, optimizer, loader: DeviceLoader, suite: Suit
     step_labels: list[torch.Tensor] = []
     t0 = time.perf_counter()
     channels_last = device.type == "cuda" and suite.runtime.channels_last
-    for xb, yb in loader:
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for xb, yb in batches:
         if channels_last and xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
         with autocast(device, amp):
             out = model.forward_all(xb)
         terms = model.head.loss(out, yb)
-        optimizer.zero_grad(set_to_none=True)
+        for p in params:  # optimizer.zero_grad(set_to_none=True), without its per-call overhead
+            p.grad = None
         terms["total"].backward()
         optimizer.step()
         if names is None:
