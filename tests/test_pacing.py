@@ -120,15 +120,15 @@ def test_a_plugin_that_needs_whole_passes_is_refused_under_a_step_pace():
 def test_an_unpaced_run_keeps_the_identity_it_had_before_the_key_existed():
     """Run folders and baselines written before recipe.epoch_steps existed still match: the key
     is in a run's identity only when set; the suite's paper_differences (words) never decide."""
-    from bench.training.trainer import identity_config, same_identity
+    from bench.runs.folder import run_config, run_identity, same_identity
     spec = RunSpec("digits", "LPC", 0, 1e-3)
-    unpaced = identity_config(load_suite("digits"), spec)
-    assert "epoch_steps" not in unpaced["suite"]["recipe"]
-    paced = identity_config(load_suite("digits", ["recipe.epoch_steps=36"]), spec)
-    assert paced["suite"]["recipe"]["epoch_steps"] == 36 and not same_identity(unpaced, paced)
-    reworded = identity_config(load_suite("digits", ["paper_differences=[other words]"]), spec)
+    unpaced = run_config(load_suite("digits"), spec)
+    assert "epoch_steps" not in run_identity(unpaced)["suite"]["recipe"]
+    paced = run_config(load_suite("digits", ["recipe.epoch_steps=36"]), spec)
+    assert run_identity(paced)["suite"]["recipe"]["epoch_steps"] == 36 and not same_identity(unpaced, paced)
+    reworded = run_config(load_suite("digits", ["paper_differences=[other words]"]), spec)
     assert same_identity(unpaced, reworded)
-    assert not same_identity(unpaced, identity_config(load_suite("digits", ["recipe.epochs=3"]), spec))
+    assert not same_identity(unpaced, run_config(load_suite("digits", ["recipe.epochs=3"]), spec))
 
 
 def test_bad_epoch_steps_is_one_error_line_from_the_cli(tmp_path):
@@ -178,7 +178,8 @@ def test_the_stream_from_any_step_is_the_stream_from_0_cut_there():
 
 # ----- the harness: schedules per optimizer step ----------------------------------------------
 PACED = ["recipe.epoch_steps=3", "recipe.lr_decay_start=2", "recipe.lr_decay_every=2",
-         "recipe.gamma_factor=2.0", "recipe.gamma_cap=0.1", "recipe.margin_ramp_epochs=4"]
+         "plugin_params.LPC.gamma.factor=2.0", "plugin_params.LPC.gamma.cap=0.1",
+         "plugin_params.ArcFace.margin.epochs=4", "plugin_params.ArcFace.scale.epochs=4"]
 
 
 def per_step_values(monkeypatch, plugin_cls_path: str, value_of) -> list:
@@ -204,12 +205,12 @@ def per_step_values(monkeypatch, plugin_cls_path: str, value_of) -> list:
 
 
 def test_gamma_and_lr_advance_per_reference_epoch_of_n_steps(tmp_path, tiny_suite, monkeypatch):
-    """256 images at batch 32 = 8 steps per pass; a reference epoch is 3 steps, so reference
+    """206 training images (256 before the validation hold-out) at batch 32 = 7 steps per pass; a reference epoch is 3 steps, so reference
     epochs cut through passes. At optimizer step s (from 0), with e = s // 3: γ = 0.01·2^e
     capped at 0.1, lr = 1e-3·0.5^((e-2)//2 + 1) from e = 2 on, the classifier's 1e-3 throughout."""
     suite = tiny_suite(*PACED, epochs=7)
     seen, lrs = per_step_values(monkeypatch, "registry.plugins.lpc_family._LatentPenaltyPlugin",
-                                lambda head: head.gamma(head.epoch))
+                                lambda head: head.params.gamma(head.epoch))
     spec = RunSpec(suite.name, "LPC", 0, 1e-3)
     assert train_run(suite, spec, tmp_path).status == "done"
     assert len(seen) == len(lrs) == 7 * 3
@@ -228,7 +229,7 @@ def test_gamma_and_lr_advance_per_reference_epoch_of_n_steps(tmp_path, tiny_suit
 def test_margin_and_scale_ramp_per_reference_epoch(tmp_path, tiny_suite, monkeypatch):
     suite = tiny_suite(*PACED, epochs=6)
     seen, _ = per_step_values(monkeypatch, "registry.plugins.margin._MarginPlugin",
-                              lambda head: (head.margin(head.epoch), head.scale(head.epoch)))
+                              lambda head: (head.params.margin(head.epoch), head.params.scale(head.epoch)))
     spec = RunSpec(suite.name, "ArcFace", 0, 1e-3)
     assert train_run(suite, spec, tmp_path).status == "done"
     assert len(seen) == 6 * 3
@@ -244,7 +245,7 @@ def test_margin_and_scale_ramp_per_reference_epoch(tmp_path, tiny_suite, monkeyp
 def test_a_reference_epoch_of_one_pass_is_the_default(tmp_path, tiny_suite):
     """epoch_steps = steps per pass: the same batches, schedules and weights as no pace at all."""
     default = tiny_suite(epochs=3)
-    paced = tiny_suite("recipe.epoch_steps=8", epochs=3)         # 256 images / batch 32
+    paced = tiny_suite("recipe.epoch_steps=7", epochs=3)         # 206 training images / batch 32
     for suite, out in ((default, tmp_path / "a"), (paced, tmp_path / "b")):
         assert train_run(suite, RunSpec(suite.name, "LPC", 0, 1e-3), out).status == "done"
     spec = RunSpec("digits", "LPC", 0, 1e-3)
@@ -276,7 +277,7 @@ def dying_stream(budget: int):
 ])
 def test_killed_inside_reference_epochs_resumes_to_identical_results(tmp_path, tiny_suite, monkeypatch,
                                                                      extra, checkpoint_every, budget):
-    """Reference epochs of 3 steps over passes of 8: every process is killed in the middle of a
+    """Reference epochs of 3 steps over passes of 7: every process is killed in the middle of a
     reference epoch, and the checkpoints it resumes from sit in the middle of passes."""
     suite = tiny_suite("recipe.epoch_steps=3", *extra, epochs=8, checkpoint_every=checkpoint_every)
     spec = RunSpec(suite.name, "LPC-SCL", 0, 1e-3)
@@ -297,8 +298,8 @@ def test_killed_inside_reference_epochs_resumes_to_identical_results(tmp_path, t
             continue
         assert outcome.status == "done"
         break
-    # resumed from checkpoints in the middle of passes of 8 steps, more than once
-    assert len(resumed_at) >= 3 and any(s % 8 for s in resumed_at), resumed_at
+    # resumed from checkpoints in the middle of passes of 7 steps, more than once
+    assert len(resumed_at) >= 3 and any(s % 7 for s in resumed_at), resumed_at
     assert read_run(run_dir) == expected
     a = torch.load(run_dir / "checkpoint.pt", weights_only=True)
     b = torch.load(spec.directory(tmp_path / "ref") / "checkpoint.pt", weights_only=True)
@@ -307,13 +308,15 @@ def test_killed_inside_reference_epochs_resumes_to_identical_results(tmp_path, t
 
 # ----- the built-in suites state their pace --------------------------------------------------
 def test_digits_paper_is_the_papers_pace_and_digits_is_not():
+    from bench.config.params import suite_params
     paper, fast = load_suite("digits-paper"), load_suite("digits")
     r = paper.recipe
     assert (r.epoch_steps, r.batch_size) == (390, 128)
-    assert (r.gamma_start, r.gamma_factor, r.gamma_cap) == (1e-2, 1.05, 1e6)
+    gamma = suite_params(paper)["LPC"]["gamma"]
+    assert (gamma["start"], gamma["factor"], gamma["cap"]) == (1e-2, 1.05, 1e6)
     assert (r.lr_decay_start, r.lr_decay_every, r.lr_decay_factor) == (250, 50, 0.5)
     # γ sits at 1e6 for at least 20 reference epochs before the end
-    assert r.epochs - GeometricSchedule(r.gamma_start, r.gamma_factor, r.gamma_cap).epochs_to_cap() >= 20
+    assert r.epochs - GeometricSchedule(**gamma).epochs_to_cap() >= 20
     assert len(paper.plugins) == 11 and len(paper.seeds) >= 3
     assert set(fast.evaluation.evaluators) <= set(paper.evaluation.evaluators)   # the full evaluator set
     assert fast.recipe.epoch_steps is None
@@ -336,7 +339,7 @@ PACED_KILL_RUN = ["run", "--suite", "digits", "--plugins", "LPC", "--seeds", "0"
 
 @pytest.mark.slow
 def test_kill_9_inside_a_reference_epoch_then_resume_gives_the_uninterrupted_result(tmp_path):
-    """``bench run`` with reference epochs of 5 steps over passes of 8, SIGKILLed just after its
+    """``bench run`` with reference epochs of 5 steps over passes of 7, SIGKILLed just after its
     first checkpoint (15 steps: the middle of a pass), i.e. inside the next reference epoch;
     rerun, it ends with the uninterrupted run's result, log and weights."""
     import os
