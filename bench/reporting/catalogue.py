@@ -4,9 +4,11 @@ The catalogue is assembled from the evaluator registry: every registered evaluat
 declares its columns (``bench.evaluation.columns.Column``) next to its code, so a
 third-party evaluator's numbers reach the leaderboard, the CSV, baselines and
 ``bench check`` with no edit here. The few numbers no evaluator owns are defined below:
-the clean test accuracy (result.json's own), the final training loss (log.jsonl), and
-two derived from two evaluators (Σ_W trace per latent dimension; the share of DeepFool's
-ρ a stronger attack removes).
+the clean test accuracy (result.json's own), the final training loss and the final γ
+(log.jsonl: what the run really trained with), and two derived from two evaluators (Σ_W
+trace per latent dimension; 1 − ρ_best/ρ_DeepFool — the two means are over different
+inputs, DeepFool's over those it flipped, so it can be negative where DeepFool fails on
+many inputs; the ``reliability`` evaluator's per-input share beside it has no such caveat).
 """
 from __future__ import annotations
 
@@ -37,10 +39,11 @@ CORE_COLUMNS = (
     Column("test_acc", "test acc (%)", ("test_acc",), fmt="pct", atol=0.01, rtol=0.0, rank=RANK_ACCURACY),
 )
 FINAL_LOSS = Metric("final_loss", "final train loss", atol=0.01, section="detail", rank=1000)
+FINAL_GAMMA = Metric("gamma_final", "final γ (log)", atol=0.0, rtol=1e-9, rank=RANK_GEOMETRY - DERIVED_RANK_STEP)
 SIGMA_W_PER_DIM = Metric("sigma_w_per_dim", "Σ_W trace / d", atol=1e-10, section="detail", rank=RANK_GEOMETRY + 1)
 OVERSTATEMENT = Metric("rho_overstatement", "DeepFool ρ overstated by (%)", fmt="pct", atol=0.02, rtol=0.0,
                        rank=RANK_DEEPFOOL + DERIVED_RANK_STEP)
-DERIVED = (FINAL_LOSS, SIGMA_W_PER_DIM, OVERSTATEMENT)
+DERIVED = (FINAL_LOSS, FINAL_GAMMA, SIGMA_W_PER_DIM, OVERSTATEMENT)
 
 
 def _part_key(part: str) -> tuple:
@@ -83,9 +86,11 @@ class Catalogue:
             out[SIGMA_W_PER_DIM.key] = trace / dim
         if out.get("rho") and out.get("rho_best") is not None:
             out[OVERSTATEMENT.key] = 1.0 - out["rho_best"] / out["rho"]
-        losses = [as_number(row.get("loss_total")) for row in (log or []) if isinstance(row, dict)]
-        if losses and losses[-1] is not None:
-            out[FINAL_LOSS.key] = losses[-1]
+        rows = [row for row in (log or []) if isinstance(row, dict)]
+        if rows and as_number(rows[-1].get("loss_total")) is not None:
+            out[FINAL_LOSS.key] = as_number(rows[-1]["loss_total"])
+        if rows and as_number(rows[-1].get("gamma")) is not None:
+            out[FINAL_GAMMA.key] = as_number(rows[-1]["gamma"])
         return out
 
     # ----- what a key means
