@@ -146,11 +146,11 @@ def budget_deviations(records: list[RunRecord]) -> list[str]:
         for name, entry in sorted(((rec.result or {}).get("evaluations") or {}).items()):
             if not isinstance(entry, dict):
                 continue
-            for text in _strings(entry.get("deviations")):
-                seen.add(f"{name}: {text}")
-            for method, sub in sorted((entry.get("per_attack") or {}).items()):
-                if isinstance(sub, dict):
-                    seen.update(f"{method}: {text}" for text in _strings(sub.get("deviations")))
+            per_method = {f"{method}: {text}" for method, sub in sorted((entry.get("per_attack") or {}).items())
+                          if isinstance(sub, dict) for text in _strings(sub.get("deviations"))}
+            seen |= per_method
+            # an evaluator may also list its methods' deviations ("method: text"): once is enough
+            seen.update(f"{name}: {text}" for text in _strings(entry.get("deviations")) if text not in per_method)
         for text in seen:
             found[text] = found.get(text, 0) + 1
     return [f"{text} ({n} run{'s' if n != 1 else ''})" for text, n in sorted(found.items())]
