@@ -211,8 +211,8 @@ def test_estimate_only_without_a_data_folder_times_the_datasets_shapes(tmp_path,
     from bench.cli.main import main
     assert main(["run", "--suite", "cifar100", "--estimate-only", "--out", str(tmp_path / "runs"), *CIFAR_SMALL]) == 0
     (line,) = capsys.readouterr().out.strip().splitlines()
-    # 45,000 training images (50,000 less the 10 % validation hold-out) in batches of 16
-    assert line.startswith("estimate: 1 pending run(s) of cifar100, 800 epochs × 2813 steps of batch 16 on cpu ≈ ")
+    # cifar100 counts reference epochs of 391 optimizer steps (the paper's epoch), whatever the batch
+    assert line.startswith("estimate: 1 pending run(s) of cifar100, 800 epochs × 391 steps of batch 16 on cpu ≈ ")
     assert line.endswith("no --data-root: timed on random images of cifar100's shapes "
                          "(50,000 train / 10,000 test, 3×32×32)")
     assert not (tmp_path / "runs").exists()
