@@ -53,6 +53,31 @@ def start_cli(args: list[str], cwd: Path, *, extra_pythonpath: list[str] | None 
                             stderr=open(Path(cwd) / "stderr.txt", "w"), text=True)
 
 
+def kill_at_first_checkpoint(victim: subprocess.Popen, cwd: Path, find_run_dir, *, timeout: float = 240,
+                             poll: float = 0.005) -> Path:
+    """SIGKILL ``victim`` (a :func:`start_cli` process) as soon as ``find_run_dir()`` names a
+    run folder holding a checkpoint; returns that folder. Fails if the process exits first
+    or no checkpoint appears within ``timeout`` seconds."""
+    import signal
+    import time
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            run_dir = find_run_dir()
+            if run_dir is not None and (Path(run_dir) / "checkpoint.pt").exists():
+                break
+            assert victim.poll() is None, (Path(cwd) / "stderr.txt").read_text()
+            assert time.monotonic() < deadline, f"no checkpoint within {timeout:g} s"
+            time.sleep(poll)
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.wait(timeout=30)
+    finally:
+        if victim.poll() is None:
+            victim.kill()
+            victim.wait()
+    return Path(run_dir)
+
+
 def without_timing(obj):
     """A result/log structure with every timing field removed (recursively)."""
     if isinstance(obj, dict):

@@ -18,15 +18,13 @@ import copy
 import json
 import math
 import os
-import signal
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, leftover_temporaries, read_run, run_cli, start_cli
+from conftest import REPO, kill_at_first_checkpoint, leftover_temporaries, read_run, run_cli, start_cli
 
 sys.path.insert(0, str(REPO / "benchmarks"))
 from gpu_check import write_image_folder  # noqa: E402
@@ -221,23 +219,8 @@ def test_killed_deterministic_run_resumes_bitwise(device, image_folder, tmp_path
                           "recipe.batch_size=32", f"recipe.epochs={epochs}", "recipe.checkpoint_every=2",
                           "recipe.log_every=1") for a in ("--set", o))]
     victim = start_cli([*args, "--out", "killed"], tmp_path)
-    run_dir = None
-    try:
-        deadline = time.monotonic() + 240
-        while True:
-            found = list((tmp_path / "killed").rglob("checkpoint.pt"))
-            if found:
-                run_dir = found[0].parent
-                break
-            assert victim.poll() is None, (tmp_path / "stderr.txt").read_text()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.005)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=30)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-            victim.wait()
+    run_dir = kill_at_first_checkpoint(
+        victim, tmp_path, lambda: next((p.parent for p in (tmp_path / "killed").rglob("checkpoint.pt")), None))
     assert not (run_dir / "result.json").exists(), "killed too late: the run had finished"
     epochs_done = torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]
     assert 2 <= epochs_done < epochs

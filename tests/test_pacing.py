@@ -342,24 +342,11 @@ def test_kill_9_inside_a_reference_epoch_then_resume_gives_the_uninterrupted_res
     """``bench run`` with reference epochs of 5 steps over passes of 7, SIGKILLed just after its
     first checkpoint (15 steps: the middle of a pass), i.e. inside the next reference epoch;
     rerun, it ends with the uninterrupted run's result, log and weights."""
-    import os
     import signal
-    import time
-    from conftest import start_cli
+    from conftest import kill_at_first_checkpoint, start_cli
     victim = start_cli(PACED_KILL_RUN, tmp_path)
     run_dir = tmp_path / "out" / "digits" / "LPC" / "seed0-lr0.001"
-    try:
-        deadline = time.monotonic() + 240
-        while not (run_dir / "checkpoint.pt").exists():
-            assert victim.poll() is None, (tmp_path / "stderr.txt").read_text()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.005)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=30)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-            victim.wait()
+    kill_at_first_checkpoint(victim, tmp_path, lambda: run_dir)
     assert victim.returncode == -signal.SIGKILL
     assert not (run_dir / "result.json").exists(), "killed too late: the run had finished"
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)

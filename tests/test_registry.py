@@ -13,7 +13,6 @@ import warnings
 import pytest
 import torch
 
-import registry
 from registry import (PLUGINS, HeadOutput, Plugin, Registry, UnknownNameError, create_plugin,
                       get_plugin_class, list_plugins, register_plugin)
 

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from bench.config.params import resolve_params
 from bench.runs.folder import RunSpec
 from bench.training.trainer import train_run
 
-from conftest import leftover_temporaries, read_run, start_cli, run_cli
+from conftest import kill_at_first_checkpoint, leftover_temporaries, read_run, run_cli, start_cli
 
 
 def spec_for(suite, plugin: str = "LPC", seed: int = 0) -> RunSpec:
@@ -275,18 +273,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_result(tmp_path):
     from bench.suites import load_suite
     victim = start_cli(KILL_RUN, tmp_path)
     run_dir = tmp_path / "out" / "digits" / "LPC" / "seed0-lr0.001"
-    try:
-        deadline = time.monotonic() + 240
-        while not (run_dir / "checkpoint.pt").exists():
-            assert victim.poll() is None, (tmp_path / "stderr.txt").read_text()
-            assert time.monotonic() < deadline, "no checkpoint within 240 s"
-            time.sleep(0.01)
-        os.kill(victim.pid, signal.SIGKILL)
-        victim.wait(timeout=30)
-    finally:
-        if victim.poll() is None:
-            victim.kill()
-            victim.wait()
+    kill_at_first_checkpoint(victim, tmp_path, lambda: run_dir, poll=0.01)
     assert victim.returncode == -signal.SIGKILL
     assert not (run_dir / "result.json").exists(), "killed too late: the run had finished"
     epochs_done = torch.load(run_dir / "checkpoint.pt", weights_only=True)["epoch"]
