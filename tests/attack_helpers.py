@@ -4,6 +4,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -85,3 +86,12 @@ def trained(head: str, seed=0):
         opt.step()
     model.zero_grad(set_to_none=True)
     return model.eval(), x[1400:1560], y[1400:1560]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # these models are tiny: on a shared 2-core machine one thread is many times faster
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -33,15 +33,7 @@ from bench.core.errors import BenchError
 from bench.core.typed import from_dict
 from bench.evaluation.hook import NoOptions, evaluator_options
 
-from attack_helpers import affine_problem, closed_form, make_ctx, trained
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from attack_helpers import affine_problem, closed_form, make_ctx, one_thread, trained  # noqa: F401 (autouse)
 
 
 def attack_session(model, codes, labels, attacks: dict, deepfool: dict | None = None):

@@ -27,16 +27,7 @@ from bench.core.errors import BenchError
 from bench.evaluation.hook import evaluator_options
 from bench.core.typed import from_dict
 
-from attack_helpers import affine_problem, closed_form, make_ctx, reclassify, trained
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # these models are tiny: on a shared 2-core machine one thread is many times faster
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+from attack_helpers import affine_problem, closed_form, make_ctx, one_thread, reclassify, trained  # noqa: F401 (autouse)
 
 
 # ---------------------------------------------------------------------- DeepFool oracles
