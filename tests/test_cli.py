@@ -166,6 +166,7 @@ def test_a_leaderboard_lies_beside_its_runs_and_the_committed_ones_are_left_alon
     """`bench run --runs DIR` (or its older name --out) writes DIR/leaderboards/<suite>.md, never
     ./leaderboards; --leaderboards names another place; report and run agree on both flags."""
     monkeypatch.chdir(tmp_path)
+    TINY_RUN = [a for a in globals()["TINY_RUN"] if a != "--quiet"]   # the paths are printed, not under --quiet
     code, out, err = _bench(capsys, *TINY_RUN, "--runs", "exp")
     assert code == 0, err
     assert "leaderboard: exp/leaderboards/digits.md" in out and (tmp_path / "exp/leaderboards/digits.md").is_file()

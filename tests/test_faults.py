@@ -132,7 +132,7 @@ def test_two_sweeps_on_one_tree_train_every_run_exactly_once(tmp_path):
     args = ["run", "--suite", "digits", "--plugins", "LPC", "NoPen", "LinPen", "--seeds", "0", "1",
             "--set", "recipe.epochs=4", "--set", "recipe.log_every=2", "--set", "runtime.num_threads=1",
             "--set", "evaluation.evaluators=[]", "--set", "evaluation.settings={}",
-            "--limit-train", "400", "--quiet", "--no-report", "--out", str(out)]
+            "--limit-train", "400", "--no-report", "--out", str(out)]
     procs = [subprocess.Popen([sys.executable, "-c", COUNTED_CLI, str(starts), str(ready), *args], cwd=REPO,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [p.communicate(timeout=300) for p in procs]

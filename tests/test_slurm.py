@@ -31,7 +31,7 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 
 EPOCHS = 40
 COMMON = ["--suite", "digits", "--set", "runtime.num_threads=1", "--set", "evaluation.evaluators=[]",
-          "--set", "evaluation.settings={}", "--quiet", "--no-report"]
+          "--set", "evaluation.settings={}", "--no-report"]
 SMALL = [*COMMON, "--plugins", "LPC", "NoPen", "--seeds", "0", "--set", f"recipe.epochs={EPOCHS}",
          "--set", "recipe.checkpoint_every=5", "--set", "recipe.log_every=5"]
 ON_SLURM = ["--executor", "slurm", "--cpus-per-job", "1", "--time-limit", "5"]

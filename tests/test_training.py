@@ -262,7 +262,7 @@ def test_an_interrupted_write_leaves_the_old_file_and_no_temporary(tmp_path):
 # ----- a real kill -9 of the CLI ---------------------------------------------------------
 KILL_OVERRIDES = ["dataset.limit_train=256", "evaluation.evaluators=[]", "recipe.epochs=20",
                   "recipe.checkpoint_every=4", "recipe.log_every=2"]
-KILL_RUN = ["run", "--suite", "digits", "--plugins", "LPC", "--seeds", "0", "--quiet", "--no-report",
+KILL_RUN = ["run", "--suite", "digits", "--plugins", "LPC", "--seeds", "0", "--no-report",
             "--out", "out", *(arg for o in KILL_OVERRIDES for arg in ("--set", o))]
 
 

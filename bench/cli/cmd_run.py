@@ -64,7 +64,8 @@ def cmd_run(args) -> int:
     suite = suite.replace(executor=executor_from_args(suite.executor, args))
     if suite.executor.kind != "slurm":  # the submitting host's device says nothing about the nodes'
         # how long the pending runs take; fail early if they cannot fit
-        preflight(suite, runs, out, retry_failed=args.retry_failed, estimate_only=args.estimate_only)
+        preflight(suite, runs, out, retry_failed=args.retry_failed, estimate_only=args.estimate_only,
+                  quiet=args.quiet)
     elif args.estimate_only:
         print("estimate: not measured for --executor slurm (this machine says nothing about the nodes' "
               "devices); run the same command with --estimate-only and without --executor slurm on a node")
@@ -74,10 +75,14 @@ def cmd_run(args) -> int:
     t0 = time.perf_counter()
     outcomes = run_sweep(suite, runs, out, quiet=args.quiet, retry_failed=args.retry_failed, executor=executor)
     text, code = summary_lines(suite, outcomes, time.perf_counter() - t0, out)
-    print(text)
+    if not args.quiet:
+        print(text)
+    elif code:  # quiet, but the failures the error line points to must be somewhere
+        print(text, file=sys.stderr)
     if not args.no_report and any(o.status in ("done", "skipped") for o in outcomes):
         path = build_report(out, suite.name, leaderboards_dir(args))
-        print(f"leaderboard: {path}")
+        if not args.quiet:
+            print(f"leaderboard: {path}")
     if code:
         failed = sum(o.status == "failed" for o in outcomes)
         print(f"error: {failed} run(s) failed (listed above; results kept, rerun with --retry-failed)",

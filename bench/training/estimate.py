@@ -499,10 +499,12 @@ def nothing_pending_line(suite: Suite, runs: list[RunSpec], out_root: Path, retr
 
 def preflight(suite: Suite, runs: list[RunSpec], out_root: Path, *, stream: TextIO | None = None,
               device: torch.device | None = None, retry_failed: bool = False,
-              estimate_only: bool = False) -> Estimate | None:
-    """Print the sweep's estimate (one line) and fail early if it cannot fit in memory.
-    With nothing left to train, the line says so (and why)."""
+              estimate_only: bool = False, quiet: bool = False) -> Estimate | None:
+    """Print the sweep's estimate (one line; not under ``quiet``, unless the estimate is all
+    that was asked for) and fail early if it cannot fit in memory. With nothing left to
+    train, the line says so (and why)."""
     est = estimate_sweep(suite, runs, out_root, device, retry_failed=retry_failed, estimate_only=estimate_only)
-    text = est.line(suite) if est is not None else nothing_pending_line(suite, runs, out_root, retry_failed)
-    print(text, file=stream or sys.stdout, flush=True)
+    if not quiet or estimate_only:
+        text = est.line(suite) if est is not None else nothing_pending_line(suite, runs, out_root, retry_failed)
+        print(text, file=stream or sys.stdout, flush=True)
     return est
