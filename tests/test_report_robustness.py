@@ -116,8 +116,15 @@ def test_rows_rank_by_best_known_rho_and_cells_are_the_run_means(board):
     for row in body:
         plugin = row[1].split(" ")[0]
         runs = results(root, plugin)
-        share = [1 - r["evaluations"]["best_known"]["rho_best_mean"] / r["evaluations"]["deepfool"]["rho_mean"]
-                 for r in runs]
+        share = []
+        for r in runs:   # the same inputs on both sides: those DeepFool and the best-known attack flipped
+            per = r["evaluations"]["best_known"]["per_input"]
+            df, best = [], []
+            for i in range(len(per["status"])):
+                if per["status"][i] == "flipped" and per["norm_deepfool"][i] is not None:
+                    df.append(per["norm_deepfool"][i] / per["x_norm"][i])
+                    best.append(per["norm_best"][i] / per["x_norm"][i])
+            share.append(1 - statistics.fmean(best) / statistics.fmean(df))
         cell = row[header.index("DeepFool ρ overstated by (%)")]
         assert cell.startswith(f"{statistics.fmean(share) * 100:.2f} ± {statistics.stdev(share) * 100:.2f}")
         aa = [r["evaluations"]["attacks"]["per_attack"]["autoattack-linf"]["robust_accuracy"]["0.0313725"]
@@ -225,3 +232,23 @@ def test_check_compares_the_new_metrics(tmp_path, capsys):
     assert "| FAIL |" in row
     assert "| PASS |" in next(line for line in out.splitlines() if line.startswith("| LPC | ρ DeepFool |"))
     assert "| PASS |" in next(line for line in out.splitlines() if line.startswith("| NoPen | ρ best-known |"))
+
+
+def test_overstatement_pairs_deepfool_and_best_known_on_the_same_inputs():
+    from bench.reporting.catalogue import paired_overstatement
+    # input 0 and 2 are flipped by both; 1 only by another attack (DeepFool failed); 3 unflipped; 4 misclassified
+    per = {"status": ["flipped", "flipped", "flipped", "unflipped", "misclassified"],
+           "norm_deepfool": [0.4, None, 0.3, 0.9, None], "norm_best": [0.2, 0.05, 0.3, None, None],
+           "x_norm": [2.0, 1.0, 1.0, 1.0, 1.0]}
+    rho_df, rho_best = (0.4 / 2 + 0.3) / 2, (0.2 / 2 + 0.3) / 2   # inputs 0 and 2 only, by hand
+    assert paired_overstatement(per) == pytest.approx(1 - rho_best / rho_df)
+    # the unpaired means (DeepFool's flipped inputs vs every flipped input) would disagree: here
+    # best-known's mean includes input 1's tiny ρ and so reads a larger overstatement
+    unpaired = 1 - statistics.fmean([0.1, 0.05, 0.3]) / rho_df
+    assert unpaired != pytest.approx(paired_overstatement(per))
+    # never negative: DeepFool is one of the attacks, so ρ_best ≤ ρ_DeepFool input by input
+    per_equal = dict(per, norm_best=[0.4, 0.05, 0.3, None, None])
+    assert paired_overstatement(per_equal) == pytest.approx(0.0)
+    assert paired_overstatement({"status": ["unflipped"], "norm_deepfool": [None], "norm_best": [None],
+                                 "x_norm": [1.0]}) is None
+    assert paired_overstatement(None) is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from bench.evaluation.columns import RANK_ACCURACY, RANK_DEEPFOOL, RANK_GEOMETRY, Column, as_number
 from bench.reporting.format import dig
@@ -44,6 +45,26 @@ SIGMA_W_PER_DIM = Metric("sigma_w_per_dim", "Σ_W trace / d", atol=1e-10, sectio
 OVERSTATEMENT = Metric("rho_overstatement", "DeepFool ρ overstated by (%)", fmt="pct", atol=0.02, rtol=0.0,
                        rank=RANK_DEEPFOOL + DERIVED_RANK_STEP)
 DERIVED = (FINAL_LOSS, FINAL_GAMMA, SIGMA_W_PER_DIM, OVERSTATEMENT)
+
+
+def paired_overstatement(per_input: Any) -> float | None:
+    """1 − mean ρ_best / mean ρ_DeepFool over the same inputs: those both DeepFool and the
+    best-known attack flipped (best_known's per-input lists). Comparing the two evaluators'
+    own means would set DeepFool's flipped inputs against every flipped input, which can
+    even come out negative; paired, it is ≥ 0 because DeepFool is one of the attacks."""
+    if not isinstance(per_input, dict):
+        return None
+    try:
+        pairs = [(nd / xn, nb / xn) for st, nd, nb, xn in zip(per_input["status"], per_input["norm_deepfool"],
+                                                              per_input["norm_best"], per_input["x_norm"])
+                 if st == "flipped" and nd is not None and nb is not None and xn]
+    except (KeyError, TypeError):
+        return None
+    if not pairs:
+        return None
+    rho_deepfool = sum(p[0] for p in pairs) / len(pairs)
+    rho_best = sum(p[1] for p in pairs) / len(pairs)
+    return 1.0 - rho_best / rho_deepfool if rho_deepfool > 0 else None
 
 
 def _part_key(part: str) -> tuple:
@@ -84,8 +105,9 @@ class Catalogue:
         dim = as_number(dig(result, ("latent", "dim")))
         if trace is not None and dim:
             out[SIGMA_W_PER_DIM.key] = trace / dim
-        if out.get("rho") and out.get("rho_best") is not None:
-            out[OVERSTATEMENT.key] = 1.0 - out["rho_best"] / out["rho"]
+        overstatement = paired_overstatement(dig(evaluations, ("best_known", "per_input")))
+        if overstatement is not None:
+            out[OVERSTATEMENT.key] = overstatement
         rows = [row for row in (log or []) if isinstance(row, dict)]
         if rows and as_number(rows[-1].get("loss_total")) is not None:
             out[FINAL_LOSS.key] = as_number(rows[-1]["loss_total"])

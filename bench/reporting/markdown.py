@@ -129,8 +129,8 @@ LEGEND = ("Cells are mean ± sample standard deviation over the counted seeds (n
           "binarity score: mean per-dimension log-likelihood of a 2-component Gaussian mixture.")
 LEGEND_BEST = ("Best-known ρ: per input, the smallest verified ‖r‖₂/‖x‖₂ any attack of the suite found (DeepFool "
                "included), averaged over the inputs; best-known RA: robust accuracy against all of them together. "
-               "\"DeepFool ρ overstated by\": 1 − best-known ρ / DeepFool ρ, the share of DeepFool's ρ that a "
-               "stronger attack removes; \"reliability\": the evaluators' own checks of their attacks "
+               "\"DeepFool ρ overstated by\": 1 − best-known ρ / DeepFool ρ on the same inputs (those DeepFool "
+               "flipped), the share of DeepFool's ρ that a stronger attack removes; \"reliability\": the evaluators' own checks of their attacks "
                "(\"potentially unreliable\" names the failed checks, in k of n runs).")
 
 
