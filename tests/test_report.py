@@ -205,3 +205,18 @@ def test_published_data_matches_the_paper_csvs():
     if paper.exists():
         package = Path(report.__file__).parent / "published" / "published.csv"
         assert package.read_text() == paper.read_text()
+
+
+def test_the_setup_states_the_wall_time_read_from_the_run_files(fixture_runs, tmp_path):
+    """Span = last provenance 'finished' − first 'started'; sum = the results' wall_s, recomputed here."""
+    from datetime import datetime
+    provs = [json.loads(p.read_text()) for p in fixture_runs.rglob("provenance.json")]
+    results = [json.loads(p.read_text()) for p in fixture_runs.rglob("result.json")]
+    span = (max(datetime.fromisoformat(p["finished"]) for p in provs if "finished" in p)
+            - min(datetime.fromisoformat(p["started"]) for p in provs)).total_seconds()
+    own = [r["wall_s"] for r in results if "wall_s" in r]
+    text = report.build_report(fixture_runs, None, tmp_path / "lb").read_text()
+    line = next(line for line in text.splitlines() if line.startswith("- **wall time**"))
+    assert f"{int(span) // 60} min {int(span) % 60:02d} s from the first run's start" in line
+    total = round(sum(own))
+    assert f"the {len(own)} runs' own wall times sum to {total // 60} min {total % 60:02d} s" in line

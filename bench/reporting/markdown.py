@@ -63,6 +63,31 @@ def recipe_line(config: dict) -> str:
     return recipe.one_line(extra=(gamma,) if gamma else ())
 
 
+def _minutes(seconds: float) -> str:
+    minutes, secs = divmod(int(round(seconds)), 60)
+    return f"{minutes} min {secs:02d} s" if minutes else f"{secs} s"
+
+
+def wall_time_text(started: list[str], finished: list[str], records) -> str:
+    """The span from the first run's start to the last one's finish (the sweep's wall time when
+    the runs were made in one go) and the sum of the runs' own wall times (training and
+    evaluation; a resumed run counts its last process only)."""
+    from datetime import datetime
+    own = [r.result["wall_s"] for r in records if r.result and isinstance(r.result.get("wall_s"), (int, float))]
+    parts = []
+    if started and finished:
+        try:
+            span = (datetime.fromisoformat(finished[-1]) - datetime.fromisoformat(started[0])).total_seconds()
+        except ValueError:
+            span = None
+        if span is not None and span >= 0:
+            parts.append(f"{_minutes(span)} from the first run's start to the last run's finish")
+    if own:
+        parts.append(f"the {len(own)} runs' own wall times sum to {_minutes(sum(own))} "
+                     f"(longest {_minutes(max(own))})")
+    return "; ".join(parts) or "unknown"
+
+
 def setup_lines(summary: SuiteSummary) -> list[str]:
     config = summary.config.get("suite", {})
     records = summary.records
@@ -100,6 +125,7 @@ def setup_lines(summary: SuiteSummary) -> list[str]:
         f"- **commit**: {', '.join(commits)}",
         f"- **dates** (from the runs' provenance): first started {started[0] if started else '?'}, "
         f"last finished {finished[-1] if finished else '?'}",
+        f"- **wall time**: {wall_time_text(started, finished, records)}",
         f"- **library versions**: {version_text}",
     ]
     if summary.deviations:
