@@ -120,7 +120,7 @@ def test_missing_evaluators_show_dashes_and_skip_claims(tmp_path):
     note = figures.scatter_r_rho(summarise_suite(tmp_path, None), tmp_path / "figs", "figs")
     assert "R vs ρ figure skipped" in note[0]
     assert "**skipped**: LPC-family R" in text
-    assert "No DeepFool or masking results" in text
+    assert "No DeepFool results" in text
     assert "No binarity results" in text
 
 

@@ -252,3 +252,19 @@ def test_overstatement_pairs_deepfool_and_best_known_on_the_same_inputs():
     assert paired_overstatement({"status": ["unflipped"], "norm_deepfool": [None], "norm_best": [None],
                                  "x_norm": [1.0]}) is None
     assert paired_overstatement(None) is None
+
+
+def test_without_the_deprecated_masking_results_the_deepfool_section_has_no_empty_columns(tmp_path):
+    root = make_tree(tmp_path / "runs", seeds=(0,))
+    for path in root.rglob("result.json"):
+        result = json.loads(path.read_text())
+        del result["evaluations"]["masking"]
+        path.write_text(json.dumps(result))
+    text = report.build_report(root, None, tmp_path / "lb").read_text()
+    assert "gradient-masking cross-check" not in text
+    rows = table(text, "## DeepFool outcomes")
+    assert rows[0] == ["plugin", "flipped", "not flipped", "already misclassified", "median min-norm (other attacks)"]
+    lpc = next(r for r in rows if r[0] == "LPC")
+    deepfool = json.loads(next(root.rglob("LPC/seed0-lr0.001/result.json")).read_text())["evaluations"]["deepfool"]
+    assert lpc[1:4] == [str(deepfool["n_flipped"]), str(deepfool["n_not_flipped"]),
+                        str(deepfool["n_already_misclassified"])]
