@@ -132,7 +132,7 @@ def test_rows_rank_by_best_known_rho_and_cells_are_the_run_means(board):
         assert row[header.index("RA AutoAttack L∞ ε=8/255 (%)")].startswith(f"{statistics.fmean(aa) * 100:.2f} ± ")
         reliability = row[header.index("reliability")]
         if plugin == "LinPen":
-            assert reliability == f"potentially unreliable: {UNRELIABLE_REASON} (2/2)"
+            assert reliability == f"potentially unreliable (2/2): {UNRELIABLE_REASON} 2/2"
         else:
             assert reliability == "ok (2/2 checked)"
 
@@ -268,3 +268,44 @@ def test_without_the_deprecated_masking_results_the_deepfool_section_has_no_empt
     deepfool = json.loads(next(root.rglob("LPC/seed0-lr0.001/result.json")).read_text())["evaluations"]["deepfool"]
     assert lpc[1:4] == [str(deepfool["n_flipped"]), str(deepfool["n_not_flipped"]),
                         str(deepfool["n_already_misclassified"])]
+
+
+def test_the_reliability_cell_counts_runs_per_check_and_the_reasons_are_listed_run_by_run(board):
+    root, _, text = board
+    rows = table(text, "## Attack-failure checks, run by run")
+    assert rows[0] == ["plugin", "seed", "reasons"]
+    assert [r[:2] for r in rows[1:]] == [["LinPen", str(s)] for s in SEEDS]
+    assert all(r[2] == UNRELIABLE_REASON for r in rows[1:])
+
+
+@pytest.mark.parametrize("reason, check", [
+    ("loss consistency: at L2 ε = 1 the cross-entropy attacks leave 83.8 % robust, the margin-loss attacks 25.3 % "
+     "(gap 58.5 points > 5): cross-entropy may be masked", "loss consistency"),
+    ("unbounded sanity: fmn-l2 flipped only 83.2 % of the correct inputs it attacked (need 98.0 %)",
+     "unbounded sanity (fmn-l2)"),
+    ("unbounded sanity: 3.1 % of the correct inputs resist every attack at ε = ‖x‖₂ (need ≤ 2.0 %)",
+     "unbounded sanity"),
+    ("AutoAttack's own checks (autoattack-l2@0.5): square_beat_white_box", "AutoAttack: square_beat_white_box"),
+    ("DeepFool overstatement: on 45.8 % of the flipped inputs DeepFool's perturbation is more than 1.1× the "
+     "best-known one (threshold 25.0 %)", "DeepFool overstatement"),
+    ("the model's outputs look like probabilities (rows in [0, 1] summing to 1), not logits",
+     "the model's outputs look like probabilities (rows in [0, 1] summing to 1), not logits"),
+])
+def test_a_reason_names_its_check(reason, check):
+    from bench.reporting.summary import reason_check
+    assert reason_check(reason) == check
+
+
+def test_runs_failing_different_checks_are_counted_per_check(tmp_path):
+    from bench.reporting.summary import reliability
+    from bench.runs.folder import RunRecord
+    reasons = {0: ["unbounded sanity: deepfool flipped only 70.3 % of the correct inputs it attacked (need 98.0 %)",
+                   "DeepFool overstatement: on 45.1 % of the flipped inputs …"],
+               1: ["DeepFool overstatement: on 56.9 % of the flipped inputs …"], 2: []}
+    runs = [RunRecord(tmp_path / str(seed), {"run": {"suite": "s", "plugin": "P", "seed": seed, "lr": 0.001}},
+                      {"evaluations": {"reliability": {"unreliable": bool(r), "reasons": r}}})
+            for seed, r in reasons.items()]
+    rel = reliability(runs)
+    assert (rel.unreliable, rel.checked) == (2, 3)
+    assert rel.checks == (("DeepFool overstatement", 2), ("unbounded sanity (deepfool)", 1))
+    assert [seed for seed, _ in rel.per_run] == [0, 1]

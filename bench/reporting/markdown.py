@@ -26,6 +26,7 @@ def render(summary: SuiteSummary, claims: list[ClaimResult], out_dir: Path,
     lines += leaderboard_lines(summary, exports)
     lines += correlation_lines(summary, figure_notes.get("scatter", []))
     lines += masking_lines(summary)
+    lines += reliability_lines(summary)
     lines += paper_table_lines(summary)
     lines += claim_lines(claims)
     lines += figure_lines(figure_notes)
@@ -314,6 +315,20 @@ def masking_lines(summary: SuiteSummary) -> list[str]:
               "perturbation more than 10 % smaller than DeepFool's; a flagged run's ρ may overstate its "
               "robustness.", ""]
     return lines
+
+
+def reliability_lines(summary: SuiteSummary) -> list[str]:
+    """Every flagged run's reasons in full (the leaderboard cell names only the checks)."""
+    rows = [[p.plugin, str(seed), "; ".join(reasons) or "no reason recorded"]
+            for p in summary.plugins if p.reliability for seed, reasons in p.reliability.per_run]
+    if not rows:
+        return []
+    return ["## Attack-failure checks, run by run", "",
+            "The `reliability` evaluator's reasons for each run it marked potentially unreliable (the leaderboard "
+            "cell counts the runs per check). A flag says an attack may have failed on that run. The best-known "
+            "numbers are the minimum over all attacks, the margin-loss ones included, so one failing attack (DeepFool, "
+            "a cross-entropy attack) affects them only where every attack failed on the same inputs; they stay "
+            "upper bounds on the smallest perturbation.", "", *md_table(["plugin", "seed", "reasons"], rows), ""]
 
 
 # --------------------------------------------------------------------------- the paper's tables

@@ -40,6 +40,19 @@ class Reliability:
     unreliable: int          # counted runs flagged potentially unreliable
     checked: int             # counted runs with a reliability verdict
     reasons: tuple[str, ...]
+    checks: tuple[tuple[str, int], ...] = ()          # (failed check, runs it failed in), most frequent first
+    per_run: tuple[tuple[int, tuple[str, ...]], ...] = ()   # (seed, reasons) of each flagged run
+
+
+def reason_check(reason: str) -> str:
+    """The check a reliability reason names, without its numbers: "loss consistency",
+    "unbounded sanity (fmn-l2)", "AutoAttack: square_beat_white_box", ..."""
+    head, _, rest = reason.partition(": ")
+    if head == "unbounded sanity" and " flipped only " in rest:
+        return f"unbounded sanity ({rest.split(' ', 1)[0]})"
+    if head.startswith("AutoAttack's own checks"):
+        return f"AutoAttack: {rest}" if rest else "AutoAttack's own checks"
+    return head if rest else reason
 
 
 @dataclass
@@ -161,9 +174,16 @@ def reliability(runs: list[RunRecord]) -> Reliability | None:
     verdicts = [v for v in verdicts if isinstance(v, dict) and "unreliable" in v]
     if not verdicts:
         return None
-    flagged = [v for v in verdicts if v.get("unreliable")]
-    reasons = sorted({str(reason) for v in flagged for reason in (v.get("reasons") or ())})
-    return Reliability(len(flagged), len(verdicts), tuple(reasons))
+    flagged = [(r.seed, v) for r, v in ((r, dig(r.result, RELIABILITY)) for r in runs)
+               if isinstance(v, dict) and v.get("unreliable")]
+    reasons = sorted({str(reason) for _, v in flagged for reason in (v.get("reasons") or ())})
+    counts: dict[str, int] = {}
+    for _, v in flagged:
+        for check in {reason_check(str(reason)) for reason in (v.get("reasons") or ())}:
+            counts[check] = counts.get(check, 0) + 1
+    checks = tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    per_run = tuple((seed, tuple(str(x) for x in (v.get("reasons") or ()))) for seed, v in flagged)
+    return Reliability(len(flagged), len(verdicts), tuple(reasons), checks, per_run)
 
 
 def summarise_suite(runs_root: Path, suite: str | None = None, *, imports: tuple[str, ...] = ()) -> SuiteSummary:

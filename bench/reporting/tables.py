@@ -37,14 +37,16 @@ def leaderboard_keys(summary: SuiteSummary) -> tuple[list[str], int | None]:
 
 
 def reliability_text(p: PluginSummary) -> str:
-    """"ok (3/3 checked)", or "potentially unreliable: reason; reason (k/n)"; "–" unchecked."""
+    """"ok (3/3 checked)", or "potentially unreliable (k/n): check j/n, check i/n" (each failed
+    check with the runs it failed in; the reasons in full are in the run-by-run section); "–"
+    unchecked."""
     rel = p.reliability
     if rel is None:
         return NA
     if not rel.unreliable:
         return f"ok ({rel.checked}/{len(p.runs)} checked)"
-    reasons = "; ".join(rel.reasons) or "no reason recorded"
-    return f"potentially unreliable: {reasons} ({rel.unreliable}/{rel.checked})"
+    checks = ", ".join(f"{check} {n}/{rel.checked}" for check, n in rel.checks) or "no reason recorded"
+    return f"potentially unreliable ({rel.unreliable}/{rel.checked}): {checks}"
 
 
 def masking_flags(p: PluginSummary) -> int:
