@@ -172,6 +172,9 @@ def test_number_formats():
     assert fmt.fmt_stat(Stat(1.5e-12, 3e-13, 2)) == "1.50e-12 ± 3.0e-13"
     assert fmt.fmt_stat(Stat(2.0, None, 1)) == "2.00"
     assert fmt.fmt_stat(Stat(2.0, 0.1, 2), n_expected=3) == "2.00 ± 0.10 (n=2)"
+    assert fmt.fmt_stat(Stat(0.0, 0.0, 3), "count") == "0 ± 0.0"
+    assert fmt.fmt_stat(Stat(4 / 3, 0.5773502, 3), "count") == "1.3 ± 0.6"
+    assert fmt.fmt_stat(Stat(7.0, None, 1), "count") == "7"
     assert fmt.fmt_stat(None) == "–"
     assert fmt.number("nan") is None and fmt.number(True) is None and fmt.number(3) == 3.0
 

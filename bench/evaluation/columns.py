@@ -29,7 +29,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterator
 
-FORMATS = ("sig", "pct")
+FORMATS = ("sig", "pct", "count")
 SECTIONS = ("main", "detail")
 
 # ranks of the built-in columns: accuracy, the robustness headline, DeepFool, the
@@ -54,7 +54,8 @@ class Column:
 
     ``atol``/``rtol`` are the tolerance floor ``bench check`` uses before any statistical
     test (a difference below max(rtol·|reference|, atol) is never a failure). ``fmt``:
-    "sig" prints 3 significant digits, "pct" shows a fraction as a percentage.
+    "sig" prints 3 significant digits, "pct" shows a fraction as a percentage, "count" a
+    number of inputs (whole, or one decimal for a mean).
     ``section`` names the leaderboard table the column belongs to.
     """
 

@@ -49,6 +49,9 @@ def fmt_stat(stat, fmt: str = "sig", n_expected: int | None = None) -> str:
     if fmt == "pct":
         mean_text = f"{stat.mean * 100:.2f}"
         std_text = None if stat.std is None else f"{stat.std * 100:.2f}"
+    elif fmt == "count":   # a number of inputs: whole when it is, one decimal for a mean over seeds
+        mean_text = f"{stat.mean:.0f}" if float(stat.mean).is_integer() else f"{stat.mean:.1f}"
+        std_text = None if stat.std is None else f"{stat.std:.1f}"
     else:
         mean_text = fmt_sig(stat.mean)
         if stat.std is None:

@@ -149,7 +149,7 @@ def setup_lines(summary: SuiteSummary) -> list[str]:
 LEGEND = ("Cells are mean ± sample standard deviation over the counted seeds (n; a single seed shows its "
           "value alone; \"(n=k)\" marks a metric measured on fewer seeds); \"–\": not measured (the "
           "evaluator is not in the suite or produced no value). ρ: DeepFool's mean ‖r‖₂/‖x‖₂ over the "
-          "test inputs it flipped (see the masking section for the counts); RA: robust accuracy (%) at "
+          "test inputs it flipped (the DeepFool section below gives the counts); RA: robust accuracy (%) at "
           "radius ε in [0, 1] pixel space; Σ_W trace: trace of the within-class covariance (the paper "
           "prints the mean matrix entry: Table I below); CV ‖z‖: coefficient of variation of the latent "
           "norm; H/d: Kozachenko–Leonenko entropy (k = 20) per dimension, nats; NC1 = Tr(Σ_W Σ_B⁺)/K; "
