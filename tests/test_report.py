@@ -223,3 +223,17 @@ def test_the_setup_states_the_wall_time_read_from_the_run_files(fixture_runs, tm
     assert f"{int(span) // 60} min {int(span) % 60:02d} s from the first run's start" in line
     total = round(sum(own))
     assert f"the {len(own)} runs' own wall times sum to {total // 60} min {total % 60:02d} s" in line
+
+
+@pytest.mark.parametrize("suite", ["digits", "digits-paper", "cifar10-small"])
+def test_a_committed_leaderboard_is_what_its_committed_runs_report(suite, tmp_path):
+    """Every committed page is rebuilt from the run folders committed beside it (checkpoints are
+    not needed): a number edited by hand, or a report change not re-run on the pages, fails."""
+    committed = Path(__file__).resolve().parent.parent / "leaderboards"
+    if not (committed / f"{suite}.md").exists() or not (committed / "runs" / suite).is_dir():
+        pytest.skip(f"no committed {suite} leaderboard")
+    shutil.copytree(committed / "runs" / suite, tmp_path / "leaderboards" / "runs" / suite,
+                    ignore=shutil.ignore_patterns("checkpoint.pt", "*.lock"))
+    page = report.build_report(tmp_path / "leaderboards" / "runs", suite, tmp_path / "leaderboards")
+    assert page.read_text() == (committed / f"{suite}.md").read_text()
+    assert (tmp_path / "leaderboards" / f"{suite}.csv").read_text() == (committed / f"{suite}.csv").read_text()

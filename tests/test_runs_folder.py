@@ -87,7 +87,7 @@ def test_the_committed_runs_keep_their_identity():
     """The committed leaderboard runs (written with recipe.gamma_* etc.) are still the runs the
     current suites describe: `bench run` would continue them, not refuse them."""
     runs = Path(__file__).resolve().parents[1] / "leaderboards" / "runs"
-    for name in ("digits", "cifar10-small"):
+    for name in ("digits", "digits-paper", "cifar10-small"):
         paths = sorted((runs / name).glob("*/*/config.json"))
         if not paths:
             pytest.skip(f"no committed {name} runs")
