@@ -449,7 +449,7 @@ def test_analyse_suite(tmp_path):
 
 # ------------------------------------------------------------------ the command on a trained run
 @pytest.mark.slow
-def test_bench_metrics_on_a_trained_run(tmp_path):
+def test_bench_metrics_on_a_trained_run(tmp_path, capsys):
     from bench.cli.main import main
     from bench.suites import load_suite
     from bench.runs.folder import RunSpec
@@ -460,6 +460,7 @@ def test_bench_metrics_on_a_trained_run(tmp_path):
     outcome = train_run(suite, RunSpec("digits", "LPC", 0, suite.lrs[0]), tmp_path)
     assert outcome.status == "done" and outcome.result["evaluations"] == {}
     assert main(["metrics", "--runs", str(tmp_path), "--quiet", "--set", "entropy.k=10"]) == 0
+    assert capsys.readouterr().out == ""                                # --quiet: nothing on stdout
     result = json.loads(next(tmp_path.rglob("result.json")).read_text())
     ev = result["evaluations"]
     assert set(ev) == {"geometry", "entropy", "binarity", "lipschitz"}

@@ -150,6 +150,7 @@ def test_later_commands_reload_the_recorded_module_and_check_compares_it(author_
     # a fresh interpreter without --import: the run's config.json names the module
     attack = run_cli(["attack", "--runs", "runs", "--attacks", "deepfool", "--quiet"], root)
     assert attack.returncode == 0, attack.stderr
+    assert attack.stdout == ""                      # --quiet: nothing on stdout
     baseline = bench(["baseline", "--runs", "runs", "--save", str(tmp_path / "base.json")], root)
     assert baseline.returncode == 0, baseline.stderr
     assert "CenterLoss" in json.loads((tmp_path / "base.json").read_text())["metrics"]

@@ -31,7 +31,7 @@ def add_arguments(subparsers) -> None:
     parser.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the suite's)")
     add_threads(parser)
     add_imports(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true", help="nothing on stdout (errors still go to stderr)")
     parser.set_defaults(func=cmd_attack)
 
 
@@ -125,6 +125,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
         bar.set_postfix_str(f"{rec.plugin}/seed{rec.seed}")
         reevaluate_run(rec.path, evaluators, settings, quiet=True, device=device)
     names = ", ".join(plans[0][1])
-    print(f"attacked {len(plans)} run(s) with {names} in {time.perf_counter() - started:.1f} s"
-          f"{f'; skipped {skipped} unfinished' if skipped else ''}; results merged into each result.json")
+    if not args.quiet:
+        print(f"attacked {len(plans)} run(s) with {names} in {time.perf_counter() - started:.1f} s"
+              f"{f'; skipped {skipped} unfinished' if skipped else ''}; results merged into each result.json")
     return 0

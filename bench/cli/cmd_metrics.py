@@ -6,6 +6,7 @@ separation-vs-robustness analysis is written to ``<runs>/<suite>/analysis.json``
 """
 from __future__ import annotations
 
+import sys
 import time
 
 from bench.cli.common import add_imports, add_runs, add_threads, apply_threads, runs_root, suite_name
@@ -25,7 +26,7 @@ def add_arguments(subparsers) -> None:
     add_threads(p)
     add_imports(p)
     p.add_argument("--no-analysis", action="store_true", help="do not write analysis.json")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="nothing on stdout (failures still go to stderr)")
     p.set_defaults(func=cmd_metrics)
 
 
@@ -88,13 +89,15 @@ def cmd_metrics(args) -> int:
         if args.quiet:
             continue
         bar.write(_summary_line(rec, result))
-    print(f"{suite}: metrics ({', '.join(names)}) for {len(done) - len(failures)} run(s) in "
-          f"{time.perf_counter() - t0:.1f} s" + (f"; {skipped} unfinished run(s) skipped" if skipped else ""))
+    if not args.quiet:
+        print(f"{suite}: metrics ({', '.join(names)}) for {len(done) - len(failures)} run(s) in "
+              f"{time.perf_counter() - t0:.1f} s" + (f"; {skipped} unfinished run(s) skipped" if skipped else ""))
     for line in failures:
-        print(f"failed: {line}")
+        print(f"failed: {line}", file=sys.stderr)
     if not args.no_analysis:
         path = write_analysis(root, suite)
-        print(f"analysis: {path}")
+        if not args.quiet:
+            print(f"analysis: {path}")
     return 1 if failures else 0
 
 
