@@ -55,6 +55,12 @@ def checked_attacks(eps_l2=(0.5, 1.0)) -> dict:
             "params": {"apgd-ce-l2": {"steps": 20}, "apgd-dlr-l2": {"steps": 20}, **MIN_NORM}}
 
 
+def checked_session(model, codes, labels):
+    """The checked attacks on ``model``, then the reliability evaluator: (session, its verdict)."""
+    ctx = attack_session(model, codes, labels, checked_attacks())
+    return ctx, reliability_evaluator(ctx, ReliabilityOptions())
+
+
 class LogSoftmaxScaled(nn.Module):
     """log_softmax(s · f(x)) in float32: a saturated softmax whose CE gradient is exactly 0."""
 
@@ -152,8 +158,7 @@ def test_best_known_takes_the_per_input_minimum_over_sources():
 # ------------------------------------------------------------------------------ reliability
 def test_plain_mlp_raises_no_masking_flag(mlp):
     model, codes, y = mlp
-    ctx = attack_session(model, codes, y, checked_attacks())
-    out = reliability_evaluator(ctx, ReliabilityOptions())
+    ctx, out = checked_session(model, codes, y)
     checks = out["checks"]
     assert checks["loss_consistency"]["ran"] and not checks["loss_consistency"]["flag"]
     assert checks["deepfool_overstatement"]["flag"] is False
@@ -165,8 +170,7 @@ def test_plain_mlp_raises_no_masking_flag(mlp):
 def test_saturated_softmax_trips_loss_consistency(mlp):
     model, codes, y = mlp
     masked = LogSoftmaxScaled(model, 1e4).eval()
-    ctx = attack_session(masked, codes, y, checked_attacks())
-    out = reliability_evaluator(ctx, ReliabilityOptions())
+    ctx, out = checked_session(masked, codes, y)
     lc = out["checks"]["loss_consistency"]
     assert lc["flag"] and lc["max_gap"] > 0.3
     worst = lc["worst"]
@@ -181,8 +185,7 @@ def test_saturated_softmax_trips_loss_consistency(mlp):
 def test_flat_outputs_trip_deepfool_overstatement(mlp):
     model, codes, y = mlp
     masked = LogOfSaturatedSoftmax(model, 1e4).eval()
-    ctx = attack_session(masked, codes, y, checked_attacks())
-    out = reliability_evaluator(ctx, ReliabilityOptions())
+    ctx, out = checked_session(masked, codes, y)
     ov = out["checks"]["deepfool_overstatement"]
     # DeepFool sees zero gradients and flips nothing; HopSkipJump (labels only) still does
     assert ctx.results["deepfool"]["n_flipped"] == 0

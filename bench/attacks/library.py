@@ -139,11 +139,12 @@ class APGDOptions(MethodOptions):
         _positive("apgd", steps=self.steps, restarts=self.restarts, targets=self.targets)
 
 
-def _apgd_ce(model, x, y, eps, opts, info, norm):
+def _apgd(model, x, y, eps, opts, info, norm, loss):
+    """Untargeted APGD (torchattacks) on ``loss``: "ce" or "dlr" (the scale-invariant margin)."""
     import torchattacks
-    _need_images(x, f"apgd-ce-{norm.lower()}")
+    _need_images(x, f"apgd-{loss}-{norm.lower()}")
     return torchattacks.APGD(model, norm=norm, eps=eps, steps=opts.steps, n_restarts=opts.restarts,
-                             seed=info.seed, loss="ce")(x, y)
+                             seed=info.seed, loss=loss)(x, y)
 
 
 def _apgd_t(model, x, y, eps, opts, info, norm):
@@ -163,14 +164,14 @@ def _apgd_t(model, x, y, eps, opts, info, norm):
                  loss="ce")
 def apgd_ce_linf(model, x, y, eps, opts, info):
     """APGD-CE (Croce & Hein, ICML 2020; AutoAttack), L∞: step-size-adaptive PGD on CE. Defaults: 20 steps, 1 restart."""
-    return _apgd_ce(model, x, y, eps, opts, info, "Linf")
+    return _apgd(model, x, y, eps, opts, info, "Linf", "ce")
 
 
 @register_attack("apgd-ce-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=APGDOptions,
                  loss="ce")
 def apgd_ce_l2(model, x, y, eps, opts, info):
     """APGD-CE (Croce & Hein, ICML 2020; AutoAttack), L2. Defaults: 20 steps, 1 restart."""
-    return _apgd_ce(model, x, y, eps, opts, info, "L2")
+    return _apgd(model, x, y, eps, opts, info, "L2", "ce")
 
 
 @register_attack("apgd-t-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=APGDOptions,
@@ -187,25 +188,18 @@ def apgd_t_l2(model, x, y, eps, opts, info):
     return _apgd_t(model, x, y, eps, opts, info, "L2")
 
 
-def _apgd_dlr(model, x, y, eps, opts, info, norm):
-    import torchattacks
-    _need_images(x, f"apgd-dlr-{norm.lower()}")
-    return torchattacks.APGD(model, norm=norm, eps=eps, steps=opts.steps, n_restarts=opts.restarts,
-                             seed=info.seed, loss="dlr")(x, y)
-
-
 @register_attack("apgd-dlr-linf", norm="Linf", kind="fixed_eps", library="torchattacks", options=APGDOptions,
                  loss="margin", min_classes=3)
 def apgd_dlr_linf(model, x, y, eps, opts, info):
     """APGD-DLR (Croce & Hein, ICML 2020), L∞: APGD on the margin loss −(f_y − max_{k≠y} f_k)/(f_π1 − f_π3), invariant to the logits' scale. Defaults: 20 steps, 1 restart."""
-    return _apgd_dlr(model, x, y, eps, opts, info, "Linf")
+    return _apgd(model, x, y, eps, opts, info, "Linf", "dlr")
 
 
 @register_attack("apgd-dlr-l2", norm="L2", kind="fixed_eps", library="torchattacks", options=APGDOptions,
                  loss="margin", min_classes=3)
 def apgd_dlr_l2(model, x, y, eps, opts, info):
     """APGD-DLR (Croce & Hein, ICML 2020), L2: APGD on the scale-invariant DLR margin loss. Defaults: 20 steps, 1 restart."""
-    return _apgd_dlr(model, x, y, eps, opts, info, "L2")
+    return _apgd(model, x, y, eps, opts, info, "L2", "dlr")
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ are unfinished are listed under "Runs not counted" and never enter a mean.
 """
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -73,7 +74,6 @@ def wall_time_text(started: list[str], finished: list[str], records) -> str:
     """The span from the first run's start to the last one's finish (the sweep's wall time when
     the runs were made in one go) and the sum of the runs' own wall times (training and
     evaluation; a resumed run counts its last process only)."""
-    from datetime import datetime
     own = [r.result["wall_s"] for r in records if r.result and isinstance(r.result.get("wall_s"), (int, float))]
     parts = []
     if started and finished:

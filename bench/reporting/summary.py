@@ -39,9 +39,8 @@ class Correlation:
 class Reliability:
     unreliable: int          # counted runs flagged potentially unreliable
     checked: int             # counted runs with a reliability verdict
-    reasons: tuple[str, ...]
-    checks: tuple[tuple[str, int], ...] = ()          # (failed check, runs it failed in), most frequent first
-    per_run: tuple[tuple[int, tuple[str, ...]], ...] = ()   # (seed, reasons) of each flagged run
+    checks: tuple[tuple[str, int], ...]          # (failed check, runs it failed in), most frequent first
+    per_run: tuple[tuple[int, tuple[str, ...]], ...]   # (seed, reasons) of each flagged run
 
 
 def reason_check(reason: str) -> str:
@@ -170,20 +169,18 @@ def budget_deviations(records: list[RunRecord]) -> list[str]:
 
 
 def reliability(runs: list[RunRecord]) -> Reliability | None:
-    verdicts = [dig(r.result, RELIABILITY) for r in runs]
-    verdicts = [v for v in verdicts if isinstance(v, dict) and "unreliable" in v]
+    verdicts = [(r.seed, v) for r, v in ((r, dig(r.result, RELIABILITY)) for r in runs)
+                if isinstance(v, dict) and "unreliable" in v]
     if not verdicts:
         return None
-    flagged = [(r.seed, v) for r, v in ((r, dig(r.result, RELIABILITY)) for r in runs)
-               if isinstance(v, dict) and v.get("unreliable")]
-    reasons = sorted({str(reason) for _, v in flagged for reason in (v.get("reasons") or ())})
+    per_run = tuple((seed, tuple(str(x) for x in (v.get("reasons") or ()))) for seed, v in verdicts
+                    if v.get("unreliable"))
     counts: dict[str, int] = {}
-    for _, v in flagged:
-        for check in {reason_check(str(reason)) for reason in (v.get("reasons") or ())}:
+    for _, reasons in per_run:
+        for check in {reason_check(reason) for reason in reasons}:
             counts[check] = counts.get(check, 0) + 1
     checks = tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    per_run = tuple((seed, tuple(str(x) for x in (v.get("reasons") or ()))) for seed, v in flagged)
-    return Reliability(len(flagged), len(verdicts), tuple(reasons), checks, per_run)
+    return Reliability(len(per_run), len(verdicts), checks, per_run)
 
 
 def summarise_suite(runs_root: Path, suite: str | None = None, *, imports: tuple[str, ...] = ()) -> SuiteSummary:
