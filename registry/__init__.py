@@ -1,4 +1,4 @@
-"""Head/loss plugins for lpc-bench: the contract, the registry and the 11 built-in models.
+"""Head/loss plugins for lpc-bench: the contract, the registry, the 11 built-in models and the positive controls (PGD-AT, TRADES, InputGradNorm, LPC-PGD-AT).
 
     from lpc import GeometricSchedule
     from registry import list_plugins, create_plugin

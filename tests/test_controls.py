@@ -286,7 +286,7 @@ def test_plugin_seeds_trims_a_plugin_to_its_first_seeds_without_changing_identit
 
 
 @pytest.mark.parametrize("override,expected", [
-    ("plugin_params.PGD-AT.eps=1.5", "eps must be (0, 1]"),
+    ("plugin_params.PGD-AT={norm: Linf, eps: 1.5}", "eps must be (0, 1]"),
     ("plugin_params.PGD-AT={norm: L2, eps: -0.5}", "eps must be > 0"),
     ("plugin_params.PGD-AT.steps=0", "steps must be a whole number >= 1"),
     ("plugin_params.TRADES.steps=-2", "steps must be a whole number >= 1"),
