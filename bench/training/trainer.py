@@ -268,7 +268,7 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     try:
         for epoch in epochs:
             row = _train_epoch(model, optimizer, itertools.islice(stream, epoch_steps), suite, spec,
-                               epoch, device, amp, first_step=epoch * epoch_steps)
+                               epoch, device, amp, epoch * epoch_steps)   # the first step: inner attacks' seeds
             if recipe.epoch_steps:
                 row["step"] = (epoch + 1) * epoch_steps   # optimizer steps done
             if (epoch + 1) % recipe.log_every == 0 or epoch + 1 == recipe.epochs:
