@@ -6,8 +6,14 @@ the backbone and the logits, and the loss:
 
 * ``forward(h) -> HeadOutput`` gives the inference logits, the latent the geometry
   metrics are computed on (z for plugins with a penultimate layer, h otherwise) and h.
-* ``loss(out, y) -> dict`` returns every named term (``ce``, ``penalty``, ``supcon`` …)
+* ``loss(out, y, batch) -> dict`` returns every named term (``ce``, ``penalty``, ``supcon`` …)
   and their sum under ``"total"``; the harness logs each term separately.
+* ``input_terms(out, batch) -> dict`` (optional) adds terms that need the input and the
+  whole model: ``batch`` (a ``Batch``) holds the inputs x in [0, 1], the labels, the
+  classifier (normalisation + backbone + this head) and a seed for the step. Adversarial
+  training and input-gradient penalties are written here; a head-only plugin does not
+  override it and its numbers are those of ``loss_terms`` alone. ``input_grad = True``
+  makes the harness mark x ``requires_grad`` before the forward.
 * ``set_epoch(epoch)`` is called by the harness at the start of each epoch; schedules
   (γ, margin, scale) are read from it, so they survive a resume. The epoch is a pass
   over the data, or a reference epoch of ``recipe.epoch_steps`` optimizer steps when the
@@ -40,9 +46,10 @@ Writing a new regularizer is one small file:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, ContextManager, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -60,6 +67,36 @@ class HeadOutput:
     logits: torch.Tensor    # inference logits (ArcFace/CosFace: scaled cosines)
     latent: torch.Tensor    # representation for the geometry metrics: z, or h without one
     features: torch.Tensor  # backbone features h
+
+
+@dataclass
+class Batch:
+    """What an input-side loss term sees: one training step's batch and the whole model.
+
+    ``x`` are the trainer's inputs in [0, 1] pixel space (normalisation is inside
+    ``model``), ``requires_grad`` iff the plugin sets ``input_grad``. ``model`` is the
+    classifier: ``model(x) -> logits``, ``model.forward_all(x) -> HeadOutput``.
+    ``forward_all`` / ``logits`` run it under the step's autocast, as the clean forward
+    ran. ``seed`` is derived from the run's seed and the optimizer step, so an inner
+    attack's random start is the same whether the run was resumed or not.
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    model: nn.Module
+    seed: int = 0
+    autocast: Callable[[], ContextManager] = field(default=contextlib.nullcontext, repr=False)
+
+    def forward_all(self, x: torch.Tensor) -> HeadOutput:
+        with self.autocast():
+            return self.model.forward_all(x)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_all(x).logits
+
+    def generator(self) -> torch.Generator:
+        """A fresh generator on x's device seeded with this step's seed."""
+        return torch.Generator(device=self.x.device).manual_seed(self.seed)
 
 
 @dataclass(frozen=True)
@@ -103,6 +140,8 @@ class Plugin(nn.Module):
     # True: every per-epoch value is a function of the epoch number alone, so it can be a
     # reference epoch of N optimizer steps (recipe.epoch_steps) that cuts through passes
     step_paced: ClassVar[bool] = True
+    # True: the harness marks the inputs requires_grad before the forward (input-gradient terms)
+    input_grad: ClassVar[bool] = False
 
     def __init__(self, feature_dim: int, num_classes: int,
                  latent_dims: Mapping[str, int] | None = None, params: Any = None) -> None:
@@ -161,11 +200,29 @@ class Plugin(nn.Module):
     def loss_terms(self, out: HeadOutput, y: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"ce": self.cross_entropy(out, y)}
 
-    def loss(self, out: HeadOutput, y: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Named loss terms plus their sum under ``"total"``. Terms never overwrite."""
+    def input_terms(self, out: HeadOutput, batch: Batch) -> dict[str, torch.Tensor]:
+        """Terms that need the input and the whole model (see ``Batch``); none by default."""
+        return {}
+
+    @classmethod
+    def uses_input(cls) -> bool:
+        """Whether the plugin's loss needs the batch: it adds input terms or input gradients."""
+        return cls.input_grad or cls.input_terms is not Plugin.input_terms
+
+    def loss(self, out: HeadOutput, y: torch.Tensor, batch: Batch | None = None) -> dict[str, torch.Tensor]:
+        """Named loss terms (``loss_terms``, then ``input_terms`` when the plugin uses the
+        input) plus their sum under ``"total"``. Terms never overwrite."""
         terms = self.loss_terms(out, y)
         if "total" in terms:
             raise ValueError(f"{type(self).__name__}.loss_terms must not return 'total'")
+        if self.uses_input():
+            if batch is None:
+                raise ValueError(f"{type(self).__name__} needs the batch (input and model): call loss(out, y, batch)")
+            extra = self.input_terms(out, batch)
+            clash = sorted(set(extra) & (set(terms) | {"total"}))
+            if clash:
+                raise ValueError(f"{type(self).__name__}.input_terms returns {clash}, already a loss term")
+            terms.update(extra)
         total = None
         for term in terms.values():  # a chain of adds: fewer kernels per step than stack + sum
             total = term.float() if total is None else total + term.float()

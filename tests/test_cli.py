@@ -113,7 +113,8 @@ def test_list_names_the_eleven_plugins(capsys):
     sections = dict(line.split(": ", 1) for line in stdout.splitlines() if ": " in line)
     plugins = [p.strip() for p in sections["plugins"].split(",")]
     builtins = {"LPC", "LPC-WIDE", "LPC-NARROW", "LPC-NoPen", "LPC-SCL", "LinPen", "NonlinPen", "SCL", "ArcFace",
-                "CosFace", "NoPen"}
+                "CosFace", "NoPen",
+                "PGD-AT", "TRADES", "InputGradNorm", "LPC-PGD-AT"}   # the positive controls and LPC + PGD-AT
     assert set(plugins) >= builtins and len(plugins) == len(set(plugins))   # an installed plugin may add more
     from registry import get_plugin_class
     assert {p for p in plugins if get_plugin_class(p).__module__.startswith("registry.plugins")} == builtins

@@ -33,7 +33,10 @@ def test_digits_is_embedded_and_complete():
     assert "digits" in suite_names()
     suite = load_suite("digits")
     assert suite.name == "digits" and suite.dataset.name == "digits" and suite.backbone.name == "mlp"
-    assert len(suite.plugins) == 11 and len(suite.seeds) == 3
+    assert len(suite.plugins) == 14 and len(suite.seeds) == 3
+    controls = {"PGD-AT", "TRADES", "InputGradNorm"}   # positive controls, one seed each (cost)
+    assert controls <= set(suite.plugins) and all(suite.seeds_of(c) == (0,) for c in controls)
+    assert suite.plugin_params["PGD-AT"]["norm"] == "L2" and suite.plugin_params["PGD-AT"]["eps"] == 0.5
     assert set(suite.latent_widths) == {"narrow", "intermediate", "wide"}
     assert suite.latent_widths["narrow"] < suite.latent_widths["intermediate"] < suite.latent_widths["wide"]
 

@@ -257,6 +257,45 @@ def _tensors(tree, prefix: str = "") -> dict:
     return out
 
 
+# ----- the positive controls on the device ---------------------------------------------
+def test_inner_pgd_on_device_matches_cpu(device):
+    """The inner attack in float32 on the device and on the CPU: same model, inputs, start."""
+    from torch import nn
+    from registry.losses.adversarial import pgd, random_start
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 64), nn.SiLU(), nn.Linear(64, 10))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.rand(32, 3, 32, 32, generator=g), torch.randint(0, 10, (32,), generator=g)
+    for norm, eps, alpha in (("Linf", 8 / 255, 2 / 255), ("L2", 0.5, 0.1)):
+        start = random_start(x, norm, eps, torch.Generator().manual_seed(2))
+        cpu = pgd(model, x, y, norm=norm, eps=eps, steps=10, step_size=alpha, start=start)
+        dev = pgd(copy.deepcopy(model).to(device), x.to(device), y.to(device), norm=norm, eps=eps, steps=10,
+                  step_size=alpha, start=start.to(device)).cpu()
+        # a sign step flips where a gradient coordinate is ~0: compare most coordinates, not all
+        close = ((cpu - dev).abs() <= 1e-4).float().mean()
+        assert close >= 0.99, (norm, float(close))
+
+
+@pytest.mark.parametrize("plugin", ["PGD-AT", "TRADES", "InputGradNorm", "LPC-PGD-AT"])
+def test_controls_train_under_bf16_autocast_and_repeat_exactly(device, image_folder, tmp_path, plugin):
+    """Each control trains on the device under the suite's bf16 autocast (inner attack and
+    double backprop included) with finite loss terms, and a --deterministic rerun gives the
+    same log: the inner attacks' random starts come from the device generator seeded by
+    (seed, step)."""
+    from bench.runs.folder import RunSpec
+    from bench.training.trainer import train_run
+    suite = small_suite(image_folder, device, f"plugins=[{plugin}]", "recipe.epochs=2", "runtime.amp=bf16",
+                        "runtime.deterministic=true")
+    spec = RunSpec(suite.name, plugin, 0, suite.lrs[0])
+    logs = []
+    for out in ("a", "b"):
+        outcome = train_run(suite, spec, tmp_path / out, device=device)
+        assert outcome.status == "done", outcome.result
+        logs.append([{k: v for k, v in row.items() if k != "time_s"} for row in read_run(spec.directory(tmp_path / out))[1]])
+    assert logs[0] == logs[1]
+    assert all(math.isfinite(v) for row in logs[0] for k, v in row.items() if k.startswith("loss_"))
+
+
 # last: the slowest (code generation), so a capped run loses it alone
 def test_compile_trains_and_its_checkpoint_loads_uncompiled(device, image_folder, tmp_path):
     """``runtime.compile``: the compiled backbone trains, and the checkpoint (same keys)

@@ -317,7 +317,9 @@ def test_digits_paper_is_the_papers_pace_and_digits_is_not():
     assert (r.lr_decay_start, r.lr_decay_every, r.lr_decay_factor) == (250, 50, 0.5)
     # γ sits at 1e6 for at least 20 reference epochs before the end
     assert r.epochs - GeometricSchedule(**gamma).epochs_to_cap() >= 20
-    assert len(paper.plugins) == 11 and len(paper.seeds) >= 3
+    # the paper's 11 plugins and the PGD-AT control (one seed: it costs ~6 plain steps a step)
+    assert len(paper.plugins) == 12 and "PGD-AT" in paper.plugins and len(paper.seeds) >= 3
+    assert paper.seeds_of("PGD-AT") == paper.seeds[:1]
     assert set(fast.evaluation.evaluators) <= set(paper.evaluation.evaluators)   # the full evaluator set
     assert fast.recipe.epoch_steps is None
     assert any("digits-paper" in line for line in fast.paper_differences)

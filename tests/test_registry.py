@@ -26,6 +26,10 @@ BUILTINS = {  # name -> its named loss terms (without "total")
     "LPC-NoPen": {"ce", "penalty"}, "LPC-SCL": {"ce", "penalty", "supcon"},
     "SCL": {"ce", "supcon"}, "ArcFace": {"arcface"}, "CosFace": {"cosface"},
 }
+CONTROLS = {  # the positive controls and LPC + PGD-AT: their losses use the input and the model
+    "PGD-AT": {"adv_ce"}, "TRADES": {"ce", "trades_kl"}, "InputGradNorm": {"ce", "grad_norm"},
+    "LPC-PGD-AT": {"penalty", "adv_ce"},
+}
 FEATURES, CLASSES, BATCH = 11, 4, 12
 WIDTHS = {"narrow": 3, "intermediate": 5, "wide": 7}   # all different, and different from FEATURES
 
@@ -48,8 +52,35 @@ def builtin_names() -> list[str]:
 
 
 # ----- every registered plugin (built-in or third-party) ---------------------------------
-def test_the_eleven_builtins_are_registered():
-    assert set(builtin_names()) == set(BUILTINS) and len(BUILTINS) == 11
+def test_the_eleven_builtins_and_the_controls_are_registered():
+    assert set(builtin_names()) == set(BUILTINS) | set(CONTROLS) and len(BUILTINS) == 11
+    assert all(get_plugin_class(n).uses_input() for n in CONTROLS)
+    assert not any(get_plugin_class(n).uses_input() for n in BUILTINS)
+
+
+def input_side_batch(plugin: Plugin, h: torch.Tensor, y: torch.Tensor):
+    """(h, Batch) for a plugin whose loss needs the input: a linear 'backbone' x -> h with x in
+    [0, 1] (the plugin's head on top), so that h depends on x as in a Classifier."""
+    from torch import nn
+    from registry import Batch
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(h.shape[0], 6, generator=g, requires_grad=plugin.input_grad)
+    backbone = nn.Linear(6, FEATURES)
+
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.backbone, self.head = backbone, plugin
+
+        def forward_all(self, inputs):
+            return self.head(self.backbone(inputs))
+
+        def forward(self, inputs):
+            return self.forward_all(inputs).logits
+    model = Model()
+    features = backbone(x)
+    features.retain_grad()
+    return features, Batch(x=x, y=y, model=model, seed=0)
 
 
 @pytest.mark.parametrize("name", list_plugins())
@@ -57,6 +88,9 @@ def test_plugin_forward_backward_and_named_terms(name):
     plugin = build(name)
     plugin.train()
     h, y = batch()
+    inputs = None
+    if plugin.uses_input():
+        h, inputs = input_side_batch(plugin, h, y)
     out = plugin(h)
     assert isinstance(out, HeadOutput)
     expected_d = WIDTHS[plugin.latent_width] if plugin.latent_width else FEATURES
@@ -65,10 +99,10 @@ def test_plugin_forward_backward_and_named_terms(name):
     assert plugin.latent_dim == (expected_d if plugin.latent_width else None)
     assert out.features is h
 
-    terms = plugin.loss(out, y)
+    terms = plugin.loss(out, y, inputs)
     assert "total" in terms and len(terms) >= 2
-    if name in BUILTINS:
-        assert set(terms) - {"total"} == BUILTINS[name]
+    if name in BUILTINS or name in CONTROLS:
+        assert set(terms) - {"total"} == {**BUILTINS, **CONTROLS}[name]
     for term, value in terms.items():
         assert value.dim() == 0, term
         assert torch.isfinite(value), term
@@ -76,7 +110,11 @@ def test_plugin_forward_backward_and_named_terms(name):
     assert float(terms["total"].detach()) == pytest.approx(float(parts.detach()), rel=1e-6, abs=1e-6)
 
     terms["total"].backward()
-    assert h.grad is not None and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    if inputs is None:
+        assert h.grad is not None and torch.isfinite(h.grad).all() and h.grad.abs().sum() > 0
+    else:  # PGD-AT's loss is on x_adv alone: the gradient reaches the backbone, not the clean h
+        grad = inputs.model.backbone.weight.grad
+        assert grad is not None and torch.isfinite(grad).all() and grad.abs().sum() > 0
     for pname, p in plugin.named_parameters():
         assert p.grad is not None, pname
         assert torch.isfinite(p.grad).all(), pname

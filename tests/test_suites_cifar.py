@@ -16,6 +16,7 @@ from bench.core.typed import from_dict
 
 PAPER_PLUGINS = {"LPC", "LPC-WIDE", "LPC-NARROW", "LPC-SCL", "LPC-NoPen", "LinPen", "NonlinPen",
                  "SCL", "ArcFace", "CosFace", "NoPen"}
+CONTROLS = {"PGD-AT", "TRADES"}   # positive controls at the literature's CIFAR setting
 NO_EVALUATORS = ["evaluation.evaluators=[]", "evaluation.settings={}"]
 
 
@@ -33,7 +34,11 @@ def test_paper_suite_is_the_papers_recipe(name, backbone, widths):
     suite = load_suite(name, NO_EVALUATORS)
     r = suite.recipe
     assert suite.dataset.name == name and suite.backbone.name == backbone and suite.latent_widths == widths
-    assert set(suite.plugins) == PAPER_PLUGINS and len(suite.plugins) == 11
+    assert set(suite.plugins) == PAPER_PLUGINS | CONTROLS and len(suite.plugins) == 13
+    for control in CONTROLS:   # L∞ 8/255, α 2/255, 10 steps (TRADES β = 6)
+        p = resolve_params(control, suite.plugin_params.get(control))
+        assert (p.norm, p.eps, p.step_size, p.steps) == ("Linf", 8 / 255, 2 / 255, 10)
+    assert resolve_params("TRADES", suite.plugin_params.get("TRADES")).beta == 6.0
     assert list(suite.seeds) == [0, 1, 2, 3, 4]
     assert np.allclose(suite.lrs, [1e-4 * 2**k for k in range(4)])
     assert (r.epochs, r.lr_decay_start, r.lr_decay_every, r.lr_decay_factor) == (800, 250, 50, 0.5)
@@ -54,11 +59,11 @@ def test_paper_suite_is_the_papers_recipe(name, backbone, widths):
         "lipschitz")
 
 
-def test_cifar100_resolves_to_220_runs():
+def test_cifar100_resolves_to_260_runs():
     runs = plan_runs(load_suite("cifar100", NO_EVALUATORS))
-    assert len(runs) == 220 == 11 * 4 * 5
-    assert len({(r.plugin, r.seed, r.lr) for r in runs}) == 220
-    assert {r.plugin for r in runs} == PAPER_PLUGINS
+    assert len(runs) == 260 == 13 * 4 * 5
+    assert len({(r.plugin, r.seed, r.lr) for r in runs}) == 260
+    assert {r.plugin for r in runs} == PAPER_PLUGINS | CONTROLS
 
 
 def test_paper_suites_evaluators_are_registered():
@@ -75,7 +80,7 @@ def test_paper_suites_evaluators_are_registered():
 def test_cifar10_small_suite_is_cpu_scale():
     suite = _raw("cifar10-small")
     assert suite.dataset.name == "imagefolder" and suite.backbone.name == "small_cnn"
-    assert set(suite.plugins) == PAPER_PLUGINS and len(plan_runs(suite)) == 11
+    assert set(suite.plugins) == PAPER_PLUGINS | CONTROLS and len(plan_runs(suite)) == 13
     assert suite.recipe.augment == "crop_flip" and suite.evaluation.evaluators
 
 

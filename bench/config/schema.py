@@ -186,6 +186,10 @@ class Suite:
     # loads; unset ones keep the plugin's defaults): {LPC: {gamma: {cap: 1.0e3}}}
     plugin_params: dict[str, dict[str, Any]] = field(default_factory=dict)
     seeds: tuple[int, ...] = (0,)
+    # per plugin, how many of ``seeds`` it runs (the first N) when fewer than all: a costly
+    # control (adversarial training) trimmed to fit a budget, {PGD-AT: 1}; a selection, not
+    # part of any run's identity
+    plugin_seeds: dict[str, int] = field(default_factory=dict)
     lrs: tuple[float, ...] = (1e-3,)
     latent_widths: dict[str, int] = field(default_factory=lambda: {"narrow": 16, "intermediate": 64, "wide": 128})
     evaluation: EvalConfig = EvalConfig()
@@ -204,6 +208,13 @@ class Suite:
             raise ValueError(f"learning rates must be > 0, got {list(self.lrs)}")
         if len(set(self.seeds)) != len(self.seeds) or len(set(self.plugins)) != len(self.plugins):
             raise ValueError("seeds and plugins must not repeat")
+        for plugin, count in self.plugin_seeds.items():
+            if count < 1:
+                raise ValueError(f"plugin_seeds.{plugin} must be >= 1 (the first N seeds), got {count}")
+
+    def seeds_of(self, plugin: str) -> tuple[int, ...]:
+        """The seeds plugin ``plugin`` runs: all of ``seeds``, or the first ``plugin_seeds[plugin]``."""
+        return self.seeds[:self.plugin_seeds.get(plugin, len(self.seeds))]
 
     def with_overrides(self, overrides: list[str]) -> "Suite":
         return apply_overrides(self, overrides) if overrides else self

@@ -47,7 +47,7 @@ RESULT_SCHEMA = 1
 # config keys that cannot change a run's numbers (dotted; a key covers its sub-keys)
 NON_IDENTITY_KEYS = ("dataset.root", "dataset.download", "runtime", "executor", "description", "paper_differences")
 # which runs a suite has, not what any one of them computes
-SELECTION_KEYS = ("plugins", "seeds", "lrs")
+SELECTION_KEYS = ("plugins", "seeds", "plugin_seeds", "lrs")
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ class RunSpec:
 
 def plan_runs(suite) -> list[RunSpec]:
     """Every run of a suite, in a stable order: plugin, seed, lr."""
-    return [RunSpec(suite.name, p, s, lr) for p in suite.plugins for s in suite.seeds for lr in suite.lrs]
+    return [RunSpec(suite.name, p, s, lr) for p in suite.plugins for s in suite.seeds_of(p) for lr in suite.lrs]
 
 
 @dataclass

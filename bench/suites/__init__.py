@@ -110,7 +110,15 @@ def validate_suite(suite: Suite) -> None:
                                  f"(step_paced = False) and cannot follow recipe.epoch_steps="
                                  f"{suite.recipe.epoch_steps}; drop the plugin or set recipe.epoch_steps=null")
         BACKBONES.get(suite.backbone.name)
-        DATASETS.get(suite.dataset.name)
+        loader = DATASETS.get(suite.dataset.name)
+        # an input-side plugin's inner attack and gradients live in [0, 1] pixel space: a dataset
+        # loader that declares pixel_bounded = False (inputs not x / pixel_scale in [0, 1]) has none
+        inputs = [p for p in suite.plugins if getattr(PLUGINS.get(p), "uses_input", lambda: False)()]
+        if inputs and not getattr(loader, "pixel_bounded", True):
+            raise BenchError(f"plugin(s) {', '.join(inputs)} attack or differentiate the inputs in [0, 1] pixel "
+                             f"space, and dataset {suite.dataset.name} has no [0, 1] pixel bounds")
+        for plugin in suite.plugin_seeds:  # a typo is an error, as in plugin_params
+            PLUGINS.get(plugin)
         for name in suite.evaluation.evaluators:
             EVALUATORS.get(name)
         for name in suite.evaluation.settings:  # a typo here is an error, an unselected evaluator is not

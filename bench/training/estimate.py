@@ -7,7 +7,9 @@ how many minutes to expect. Everything in it is measured on this machine:
 * **Training.** A few real training steps on the suite's data, for each plugin of the
   pending runs (plugins differ: on digits an LPC-SCL step costs four NoPen steps) while
   the probes stay within ``TRAIN_PROBE_BUDGET_S``; plugins not reached get the mean of
-  those timed. Extrapolated to every pending run × epoch left × step. A run with a
+  those timed, except a plugin whose loss uses the input (an inner attack costs several
+  plain steps), which is always timed. The step timed is the trainer's own
+  (``bench.training.step``), inner attack included. Extrapolated to every pending run × epoch left × step. A run with a
   checkpoint counts from the checkpoint's epoch: that is where it resumes (log lines past
   it are trained again).
 * **Evaluation passes.** The validation passes every ``log_every`` epochs and the final
@@ -200,6 +202,8 @@ class _Prober:
             model = model.to(memory_format=torch.channels_last)
         self.model = model
         self.optimizer = make_optimizer(model, suite, spec.lr)
+        self.params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.steps_taken = 0
         self.model.train()
         self.model.head.set_epoch(0)
 
@@ -219,15 +223,13 @@ class _Prober:
             torch.cuda.synchronize(self.device)
 
     def step(self, xb: torch.Tensor, yb: torch.Tensor) -> float:
-        from bench.core.device import autocast
+        from bench.training.step import training_step
         self._sync()
         t0 = time.perf_counter()
-        with autocast(self.device, self.suite.runtime.amp):
-            out = self.model.forward_all(xb)
-        terms = self.model.head.loss(out, yb)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["total"].backward()
-        self.optimizer.step()
+        # the trainer's own step: a plugin's inner attack or double backprop is timed with it
+        training_step(self.model, self.optimizer, self.params, xb, yb, device=self.device,
+                      amp=self.suite.runtime.amp, seed=self.steps_taken)
+        self.steps_taken += 1
         self._sync()
         return time.perf_counter() - t0
 
@@ -331,6 +333,11 @@ def measure(suite: Suite, spec: RunSpec, device: torch.device, *, budget_s: floa
                     probe_batch=probe, memory_need_bytes=need, memory_free_bytes=free)
 
 
+def _uses_input(plugin: str) -> bool:
+    from registry import get_plugin_class
+    return bool(getattr(get_plugin_class(plugin), "uses_input", lambda: False)())
+
+
 def _plugin_step_s(suite: Suite, spec: RunSpec, data, device: torch.device, probe: int) -> float:
     """A quick step time for one more plugin, at the batch the first probe settled on."""
     prober = _Prober(suite, spec, data, device)
@@ -431,7 +438,9 @@ def estimate_sweep(suite: Suite, runs: list[RunSpec], out_root: Path,
     # where one probe step is slow the backbone dominates, and the plugins' heads hardly matter
     cheap = est.step_s * est.probe_batch / recipe.batch_size < TRAIN_PROBE_BUDGET_S / 20
     for plugin, spec in first.items():
-        if cheap and plugin not in step_s and time.perf_counter() - started < TRAIN_PROBE_BUDGET_S:
+        # a plugin with an inner attack costs several plain steps: never the others' mean
+        must = _uses_input(plugin)
+        if plugin not in step_s and (must or (cheap and time.perf_counter() - started < TRAIN_PROBE_BUDGET_S)):
             step_s[plugin] = _plugin_step_s(suite, spec, data, device, est.probe_batch)
     est.plugins_timed = len(step_s)
     mean_step = sum(step_s.values()) / len(step_s)

@@ -26,6 +26,7 @@ from bench.core.provenance import now, provenance
 from bench.runs import folder
 from bench.runs.folder import RESULT_SCHEMA, RunOutcome, RunSpec
 from bench.suites.imports import load_builtin_evaluators
+from bench.training.step import step_seed, training_step
 from registry import create_plugin
 
 CHECKPOINT_FORMAT = 1
@@ -267,7 +268,7 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     try:
         for epoch in epochs:
             row = _train_epoch(model, optimizer, itertools.islice(stream, epoch_steps), suite, spec,
-                               epoch, device, amp)
+                               epoch, device, amp, epoch * epoch_steps)   # the first step: inner attacks' seeds
             if recipe.epoch_steps:
                 row["step"] = (epoch + 1) * epoch_steps   # optimizer steps done
             if (epoch + 1) % recipe.log_every == 0 or epoch + 1 == recipe.epochs:
@@ -303,8 +304,9 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
 
 
 def _train_epoch(model: Classifier, optimizer, batches: Iterable, suite: Suite,
-                 spec: RunSpec, epoch: int, device: torch.device, amp: str) -> dict:
-    """Train on ``batches`` (one schedule epoch) with the schedules of (reference) epoch ``epoch``."""
+                 spec: RunSpec, epoch: int, device: torch.device, amp: str, first_step: int = 0) -> dict:
+    """Train on ``batches`` (one schedule epoch) with the schedules of (reference) epoch ``epoch``;
+    ``first_step`` is the run's optimizer step of the first batch (the seed of inner attacks)."""
     model.train()
     model.head.set_epoch(epoch)
     lr_now = set_learning_rates(optimizer, suite, spec.lr, epoch)
@@ -320,13 +322,8 @@ def _train_epoch(model: Classifier, optimizer, batches: Iterable, suite: Suite,
     for xb, yb in batches:
         if channels_last and xb.dim() == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
-        with autocast(device, amp):
-            out = model.forward_all(xb)
-        terms = model.head.loss(out, yb)
-        for p in params:  # optimizer.zero_grad(set_to_none=True), without its per-call overhead
-            p.grad = None
-        terms["total"].backward()
-        optimizer.step()
+        out, terms = training_step(model, optimizer, params, xb, yb, device=device, amp=amp,
+                                   seed=step_seed(spec.seed, first_step + len(step_labels)))
         if names is None:
             names = list(terms)
         elif len(terms) != len(names) or any(a != b for a, b in zip(terms, names)):
