@@ -39,7 +39,7 @@ def test_affine_deepfool_reaches_closed_form():
     d, nearest = closed_form(model, x, y)
     for i, status in enumerate(res.status):
         if i < 4:
-            assert status == "already_misclassified" and math.isnan(res.norm[i]) and res.iterations[i] == 0
+            assert status == "misclassified" and math.isnan(res.norm[i]) and res.iterations[i] == 0
             continue
         assert status == "flipped"
         # one step to the nearest hyperplane (+1e-4), then the accumulated step × 1.02
@@ -85,7 +85,7 @@ def test_matches_foolbox_all_candidates(head):
     final = reclassify(model, ours.x_adv)
     assert ours.x_adv.min() >= 0 and ours.x_adv.max() <= 1
     for i, status in enumerate(ours.status):
-        expected = "already_misclassified" if not correct[i] else ("flipped" if final[i] != y[i] else "not_flipped")
+        expected = "misclassified" if not correct[i] else ("flipped" if final[i] != y[i] else "not_flipped")
         assert status == expected
     # many digit pixels sit at 0: the clamp must not stop the accumulated perturbation
     assert (x == 0).float().mean() > 0.3 and ours.status.count("not_flipped") == 0
@@ -134,7 +134,7 @@ def test_deepfool_evaluator_keys_and_aggregates():
     assert out["n_already_misclassified"] == 1 and out["n_flipped"] == 29 and out["n_not_flipped"] == 0
     rho = [r for r, s in zip(out["per_input"]["rho"], out["per_input"]["status"]) if s == "flipped"]
     assert out["rho_mean"] == pytest.approx(float(np.mean(rho)))
-    assert out["per_input"]["norm"][0] is None and out["per_input"]["status"][0] == "already_misclassified"
+    assert out["per_input"]["norm"][0] is None and out["per_input"]["status"][0] == "misclassified"
     json.dumps(out)
 
 

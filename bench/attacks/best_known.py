@@ -30,13 +30,12 @@ import numpy as np
 import torch
 
 from bench.attacks.attack_evaluators import within_budget
-from bench.attacks.deepfool import ALREADY_MISCLASSIFIED
+from bench.attacks.outcomes import FLIPPED, MISCLASSIFIED, NOT_FLIPPED, canonical_all
 from bench.attacks.methods import eps_key
 from bench.core.errors import BenchError
 from bench.evaluation.columns import RANK_HEADLINE, Column
 from bench.evaluation.hook import EvalContext, NoOptions, register_evaluator
 
-MISCLASSIFIED, FLIPPED, UNFLIPPED = "misclassified", "flipped", "unflipped"
 
 
 def _num(value) -> float:
@@ -52,7 +51,7 @@ def _stat(fn, values: np.ndarray) -> float | None:
 
 def best_known(deepfool_result: dict, attacks_result: dict, x_norm: np.ndarray) -> dict:
     """The evaluator's result from the two stored results and ‖x_i‖₂ of the subset's inputs."""
-    status = deepfool_result["per_input"]["status"]
+    status = canonical_all(deepfool_result["per_input"]["status"])
     df_norm = deepfool_result["per_input"]["norm"]
     per_attack = attacks_result.get("per_attack", {})
     stale = [name for name, e in per_attack.items() if e.get("kind") == "fixed_eps" and "successes" not in e]
@@ -61,8 +60,8 @@ def best_known(deepfool_result: dict, attacks_result: dict, x_norm: np.ndarray) 
                          "them): rerun `attacks` before it")
     n = min(len(status), int(attacks_result["n_inputs"]), len(x_norm))
     misclassified = set(attacks_result.get("misclassified", []))
-    correct = np.array([status[i] != ALREADY_MISCLASSIFIED and i not in misclassified for i in range(n)], bool)
-    n_disagree = sum((status[i] == ALREADY_MISCLASSIFIED) != (i in misclassified) for i in range(n))
+    correct = np.array([status[i] != MISCLASSIFIED and i not in misclassified for i in range(n)], bool)
+    n_disagree = sum((status[i] == MISCLASSIFIED) != (i in misclassified) for i in range(n))
 
     best = {"L2": np.full(n, math.inf), "Linf": np.full(n, math.inf)}
     source: list[str | None] = [None] * n
@@ -99,7 +98,7 @@ def best_known(deepfool_result: dict, attacks_result: dict, x_norm: np.ndarray) 
                         for eps in grid}
     all_correct = np.where(flipped, best["L2"], math.inf)[correct]
     all_rho = np.where(flipped, rho, math.inf)[correct]
-    states = [MISCLASSIFIED if not correct[i] else (FLIPPED if flipped[i] else UNFLIPPED) for i in range(n)]
+    states = [MISCLASSIFIED if not correct[i] else (FLIPPED if flipped[i] else NOT_FLIPPED) for i in range(n)]
 
     def listed(values: np.ndarray) -> list[float | None]:
         return [float(v) if s == FLIPPED and math.isfinite(v) else None for v, s in zip(values, states)]
