@@ -5,7 +5,7 @@ Adversarial Robustness Evaluations"; reference code google-research/active-adver
 their binarization test. Per input x of a seeded sample of correctly classified inputs of the
 attack subset, and per norm p at the suite's largest ε of that norm:
 
-1. sample ``n_inner`` inner points uniformly in the ε-ball of radius ``inner_radius``·ε
+1. sample ``n_inner`` [255, at most min(feature width, input dimension) − 1] inner points uniformly in the ε-ball of radius ``inner_radius``·ε
    [0.95] and one boundary point x_b on the sphere ‖x_b − x‖_p = ε (both clipped to [0, 1],
    which can only bring them closer); x itself is an inner point;
 2. on the model's features φ (the backbone features h of a ``Classifier``: the wide layer
@@ -133,6 +133,13 @@ class PlantedModel(nn.Module):
         return torch.stack([-z / 2, z / 2], dim=1)
 
 
+def inner_count(asked: int, width: int, input_dim: int) -> int:
+    """Inner points per input: at most min(feature width, input dimension) − 1. With x_b, that many
+    affinely independent features are separable exactly; more cannot be, and inside a small ball
+    the features φ(x + δ) ≈ φ(x) + Jδ span at most the input's dimension."""
+    return max(1, min(asked, width - 1, input_dim - 1))
+
+
 def _ball_points(x0: torch.Tensor, count: int, radius: float, norm: str, g: torch.Generator) -> torch.Tensor:
     """``count`` points uniform in the ``norm`` ball of ``radius`` around x0, clipped to [0, 1]."""
     shape = (count, *x0.shape)
@@ -184,8 +191,7 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: 
         top.scatter_(1, y[:, None], -math.inf)
         margins = margins.gather(1, y[:, None])[:, 0] - top.max(1).values
         dim_phi = features(model, x[:1].to(device)).shape[1]
-    # at most width − 1 inner points: with x_b, affinely independent features are separable exactly
-    n_inner = min(opts.n_inner, max(1, dim_phi - 1))
+    n_inner = inner_count(opts.n_inner, dim_phi, x[0].numel())
     # the ε-balls must not come near each other, so that the nearest origin inside a ball is its own
     near = distance(x, x, norm) <= 2 * eps
     near.fill_diagonal_(False)
@@ -349,7 +355,7 @@ def attack_unit_test_evaluator(ctx: EvalContext, opts: AttackUnitTestOptions) ->
         "n_tests": n_tests_total, "n_found": n_found_total, "n_setup_failures": len(failures),
         "setup_failures": failures, "tests": tests, "per_attack": per_attack, "not_covered": skipped,
         "features": ("backbone features h" if hasattr(ctx.model, "forward_all") else "pixels") + f" ({width})",
-        "n_inner": min(opts.n_inner, max(1, width - 1)), "inner_radius": opts.inner_radius,
+        "n_inner": inner_count(opts.n_inner, width, x[0].numel()), "inner_radius": opts.inner_radius,
         "boundary_fraction": opts.boundary_fraction, "seed": opts.seed,
         "n_skipped_overlapping": skipped_overlap,
         "reference": "Zimmermann et al. 2022, binarization test; a planted adversarial within ε of each input",
