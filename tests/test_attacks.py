@@ -261,11 +261,11 @@ def test_list_shows_evaluators_and_methods(capsys):
     assert main(["list", "attacks"]) == 0
     out = capsys.readouterr().out
     rows = [line.split(None, 1) for line in out.splitlines()[1:]]   # "  name  its docstring's first line"
-    assert out.startswith("attacks:\n") and [r[0] for r in rows[:6]] == [
-        "deepfool", "attacks", "masking", "best_known", "reliability", "attack_collapse"]
+    assert out.startswith("attacks:\n") and [r[0] for r in rows[:7]] == [
+        "deepfool", "attacks", "masking", "best_known", "attack_unit_test", "reliability", "attack_collapse"]
     for name in ("fgsm", "pgd-linf", "pgd-l2", "cw-l2", "apgd-ce-linf", "apgd-t-l2", "square-linf",
-                 "deepfool-foolbox", "fmn-l2", "ddn-l2", "hsj-l2", "apgd-dlr-l2", "apgd-dlr-linf",
-                 "autoattack-l2", "autoattack-linf"):
+                 "deepfool-foolbox", "deepfool-l2", "fmn-l2", "ddn-l2", "hsj-l2", "apgd-dlr-l2", "apgd-dlr-linf",
+                 "autoattack-l2", "autoattack-linf", "ddn-l2-advlib", "fmn-l2-advlib", "fmn-linf-advlib"):
         assert len(dict(rows).get(name, "")) > 10, name
 
 
@@ -387,7 +387,7 @@ def test_cli_attack_orders_evaluators_by_requires():
     order, _ = plan_evaluators(None, ("deepfool", "attacks", "geometry"), {})
     assert order == ("deepfool", "attacks")
     order, _ = plan_evaluators(None, ("geometry",), {})
-    assert order == ("deepfool", "attacks", "best_known", "reliability", "attack_collapse")
+    assert order == ("deepfool", "attacks", "best_known", "attack_unit_test", "reliability", "attack_collapse")
 
 
 def test_cli_unknown_attack_fails_cleanly(trained_run, capsys):

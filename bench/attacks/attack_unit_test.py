@@ -176,6 +176,15 @@ def _fit_readout(phi: torch.Tensor) -> tuple[torch.Tensor, float]:
     return sol[:-1, 0], float(sol[-1, 0])
 
 
+@torch.no_grad()
+def margin(model: nn.Module, x0: torch.Tensor, label: int, device: torch.device) -> float:
+    """f_y − max_{k≠y} f_k of the original model at x0 (> 0 on a correctly classified input)."""
+    logits = model_outputs(model, x0[None], device, 1)[0]
+    others = logits.clone()
+    others[label] = -math.inf
+    return float(logits[label] - others.max())
+
+
 def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: str, opts: AttackUnitTestOptions,
           device: torch.device) -> tuple[PlantedModel | None, torch.Tensor, list[dict], torch.Tensor]:
     """The planted model for inputs ``x`` (all correctly classified): (model, the indices of x it
@@ -186,19 +195,13 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: 
     overlapping = 0
     ws, bs, taus, alphas, boundary = [], [], [], [], []
     with torch.no_grad():
-        margins = model_outputs(model, x, device, opts.batch_size)
-        top = margins.clone()
-        top.scatter_(1, y[:, None], -math.inf)
-        margins = margins.gather(1, y[:, None])[:, 0] - top.max(1).values
         dim_phi = features(model, x[:1].to(device)).shape[1]
     n_inner = inner_count(opts.n_inner, dim_phi, x[0].numel())
-    # the ε-balls must not come near each other, so that the nearest origin inside a ball is its own
-    near = distance(x, x, norm) <= 2 * eps
-    near.fill_diagonal_(False)
     for i in range(x.shape[0]):
         if len(keep) == opts.n_inputs:
             break
-        if any(bool(near[i, j]) for j in keep):
+        # the ε-balls must not come near each other, so that the nearest origin inside a ball is its own
+        if keep and bool((distance(x[i:i + 1], x[keep], norm) <= 2 * eps).any()):
             overlapping += 1   # skipped, not a failure: the next input in the seeded order is tried
             continue
         x0 = x[i]
@@ -214,7 +217,7 @@ def plant(model: nn.Module, x: torch.Tensor, y: torch.Tensor, eps: float, norm: 
                                                                   "the boundary point from the inner points"})
             continue
         tau = s_in + opts.boundary_fraction * (s_b - s_in)
-        alpha = float(margins[i]) / (tau - float(s[0]))
+        alpha = margin(model, x0, int(y[i]), device) / (tau - float(s[0]))
         keep.append(i)
         ws.append(w)
         bs.append(b)
