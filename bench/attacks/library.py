@@ -442,6 +442,10 @@ def _fmn_advlib(model, x, y, opts: AdvLibFMNOptions, norm: float):
                  loss="margin")
 def fmn_l2_advlib(model, x, y, eps, opts: AdvLibFMNOptions, info: AttackInfo):
     """Fast Minimum-Norm attack (Pintor et al., NeurIPS 2021), L2, adv_lib's implementation: logit-difference gradient steps projected on an adaptive ε-ball, α and γ cosine-annealed. Defaults: 100 steps, α 1 → 0.01, γ 0.05 → 0.001."""
+    # Measured on the digits MLP (and on an affine model): 40 steps flip only 10–70 % of the
+    # inputs. Until it first crosses the boundary, ε is reset to the linearised distance to it,
+    # which a near-linear model makes exact, so the iterate lands on the boundary, not past it;
+    # foolbox's fmn-l2 flips them all. Not in the digits suite; the attack unit test shows it.
     return _fmn_advlib(model, x, y, opts, 2)
 
 
