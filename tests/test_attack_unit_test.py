@@ -179,3 +179,16 @@ def test_outcome_words_and_the_deepfool_method_name():
     assert get_attack("deepfool-l2").linearisation
     with pytest.raises(BenchError, match="use deepfool-l2"):
         get_attack("deepfool")
+
+
+def test_stored_results_in_the_old_words_still_read():
+    """best_known results written before the unified vocabulary ("unflipped") drive the same checks."""
+    from bench.attacks.reliability import ReliabilityOptions, deepfool_overstatement, unbounded_sanity
+    per = {"status": ["flipped", "flipped", "not_flipped", "misclassified"], "norm_best": [1.0, 2.0, None, None],
+           "norm_deepfool": [1.0, 3.0, None, None], "x_norm": [5.0, 5.0, 5.0, 5.0]}
+    old = {**per, "status": ["flipped", "flipped", "unflipped", "misclassified"]}
+    df, attacks = {"n_flipped": 2, "n_not_flipped": 1}, {"per_attack": {}, "eps": {}}
+    for check in (lambda p: deepfool_overstatement({"per_input": p}, ReliabilityOptions()),
+                  lambda p: unbounded_sanity(df, attacks, {"per_input": p}, ReliabilityOptions())):
+        assert check(old) == check(per)
+    assert unbounded_sanity(df, attacks, {"per_input": old}, ReliabilityOptions())["robust_at_x_norm"] == 1 / 3
