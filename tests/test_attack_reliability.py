@@ -143,7 +143,7 @@ def test_best_known_takes_the_per_input_minimum_over_sources():
     per = out["per_input"]
     assert per["norm_best"] == [0.9, 0.7, None, None]
     assert per["source"] == ["ddn-l2", "pgd-l2@0.9", None, None]
-    assert per["status"] == ["flipped", "flipped", "misclassified", "unflipped"]
+    assert per["status"] == ["flipped", "flipped", "misclassified", "not_flipped"]
     assert per["norm_best_linf"] == [0.1, 0.2, None, None]      # the L∞ attack's witness counts there
     assert out["n_unflipped"] == 1 and out["n_correct"] == 3
     assert out["rho_best_mean"] == pytest.approx((0.45 + 0.35) / 2)
@@ -434,6 +434,6 @@ def test_best_known_ignores_nothing_silently(mlp):
     out = ctx.results["best_known"]
     states = out["per_input"]["status"]
     assert out["n_flipped"] + out["n_unflipped"] == out["n_correct"] == len(states) - states.count("misclassified")
-    assert out["n_unflipped"] > 0 and states.count("unflipped") == out["n_unflipped"]
+    assert out["n_unflipped"] > 0 and states.count("not_flipped") == out["n_unflipped"]
     assert all(v is None for v, s in zip(out["per_input"]["norm_best"], states) if s != "flipped")
     assert math.isfinite(out["rho_best_mean"])

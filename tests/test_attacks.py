@@ -39,7 +39,7 @@ def test_affine_deepfool_reaches_closed_form():
     d, nearest = closed_form(model, x, y)
     for i, status in enumerate(res.status):
         if i < 4:
-            assert status == "already_misclassified" and math.isnan(res.norm[i]) and res.iterations[i] == 0
+            assert status == "misclassified" and math.isnan(res.norm[i]) and res.iterations[i] == 0
             continue
         assert status == "flipped"
         # one step to the nearest hyperplane (+1e-4), then the accumulated step × 1.02
@@ -85,7 +85,7 @@ def test_matches_foolbox_all_candidates(head):
     final = reclassify(model, ours.x_adv)
     assert ours.x_adv.min() >= 0 and ours.x_adv.max() <= 1
     for i, status in enumerate(ours.status):
-        expected = "already_misclassified" if not correct[i] else ("flipped" if final[i] != y[i] else "not_flipped")
+        expected = "misclassified" if not correct[i] else ("flipped" if final[i] != y[i] else "not_flipped")
         assert status == expected
     # many digit pixels sit at 0: the clamp must not stop the accumulated perturbation
     assert (x == 0).float().mean() > 0.3 and ours.status.count("not_flipped") == 0
@@ -134,7 +134,7 @@ def test_deepfool_evaluator_keys_and_aggregates():
     assert out["n_already_misclassified"] == 1 and out["n_flipped"] == 29 and out["n_not_flipped"] == 0
     rho = [r for r, s in zip(out["per_input"]["rho"], out["per_input"]["status"]) if s == "flipped"]
     assert out["rho_mean"] == pytest.approx(float(np.mean(rho)))
-    assert out["per_input"]["norm"][0] is None and out["per_input"]["status"][0] == "already_misclassified"
+    assert out["per_input"]["norm"][0] is None and out["per_input"]["status"][0] == "misclassified"
     json.dumps(out)
 
 
@@ -261,11 +261,11 @@ def test_list_shows_evaluators_and_methods(capsys):
     assert main(["list", "attacks"]) == 0
     out = capsys.readouterr().out
     rows = [line.split(None, 1) for line in out.splitlines()[1:]]   # "  name  its docstring's first line"
-    assert out.startswith("attacks:\n") and [r[0] for r in rows[:6]] == [
-        "deepfool", "attacks", "masking", "best_known", "reliability", "attack_collapse"]
+    assert out.startswith("attacks:\n") and [r[0] for r in rows[:7]] == [
+        "deepfool", "attacks", "masking", "best_known", "attack_unit_test", "reliability", "attack_collapse"]
     for name in ("fgsm", "pgd-linf", "pgd-l2", "cw-l2", "apgd-ce-linf", "apgd-t-l2", "square-linf",
-                 "deepfool-foolbox", "fmn-l2", "ddn-l2", "hsj-l2", "apgd-dlr-l2", "apgd-dlr-linf",
-                 "autoattack-l2", "autoattack-linf"):
+                 "deepfool-foolbox", "deepfool-l2", "fmn-l2", "ddn-l2", "hsj-l2", "apgd-dlr-l2", "apgd-dlr-linf",
+                 "autoattack-l2", "autoattack-linf", "ddn-l2-advlib", "fmn-l2-advlib", "fmn-linf-advlib"):
         assert len(dict(rows).get(name, "")) > 10, name
 
 
@@ -387,7 +387,7 @@ def test_cli_attack_orders_evaluators_by_requires():
     order, _ = plan_evaluators(None, ("deepfool", "attacks", "geometry"), {})
     assert order == ("deepfool", "attacks")
     order, _ = plan_evaluators(None, ("geometry",), {})
-    assert order == ("deepfool", "attacks", "best_known", "reliability", "attack_collapse")
+    assert order == ("deepfool", "attacks", "best_known", "attack_unit_test", "reliability", "attack_collapse")
 
 
 def test_cli_unknown_attack_fails_cleanly(trained_run, capsys):

@@ -55,8 +55,8 @@ def test_paper_suite_is_the_papers_recipe(name, backbone, widths):
     assert gamma(377) < 1e6 and gamma(378) == pytest.approx(1e6) and gamma(799) == pytest.approx(1e6)
     assert suite.evaluation.subset_size == 1000
     assert _raw(name).evaluation.evaluators == (
-        "deepfool", "attacks", "best_known", "reliability", "attack_collapse", "geometry", "entropy", "binarity",
-        "lipschitz")
+        "deepfool", "attacks", "best_known", "attack_unit_test", "reliability", "attack_collapse", "geometry",
+        "entropy", "binarity", "lipschitz")
 
 
 def test_cifar100_resolves_to_260_runs():

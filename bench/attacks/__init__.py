@@ -5,7 +5,7 @@ Importing this package registers the attack methods (``ATTACKS``; ``bench list a
 and the evaluators a suite can list, in this order (each needs the ones before it):
 
     evaluation:
-      evaluators: [deepfool, attacks, best_known, reliability, attack_collapse]
+      evaluators: [deepfool, attacks, best_known, attack_unit_test, reliability, attack_collapse]
       settings:
         deepfool: {overshoot: 0.02, max_iter: 50}          # all classes, true label as reference
         attacks: {eps_l2: [36/255, 0.5, 1.0], eps_linf: [2/255, 8/255], params: {pgd-l2: {steps: 10}}}
@@ -17,6 +17,8 @@ and the evaluators a suite can list, in this order (each needs the ones before i
 * ``reliability``: attack-failure checks (loss consistency, unbounded sanity, convergence,
   DeepFool overstatement, AutoAttack's own flags); "potentially unreliable" with reasons;
 * ``attack_collapse``: latent leaps, R and NC1 under attack and under equal-norm noise;
+* ``attack_unit_test``: the suite's attacks on a model with a planted adversarial within ε of
+  each input (Zimmermann et al. 2022): the share they find (``suite_pass_rate``, ``passed``);
 * ``masking``: deprecated, superseded by reliability's DeepFool-overstatement check.
 
 ``python -m bench attack --runs DIR [--attacks deepfool pgd-l2 ddn-l2 reliability]`` runs them
@@ -29,12 +31,14 @@ from bench.attacks.deepfool import DeepFoolOptions, DeepFoolResult, deepfool
 from bench.attacks.attack_evaluators import AttacksOptions, attacks_evaluator, deepfool_evaluator
 from bench.attacks.masking import MaskingOptions, masking_check, masking_evaluator
 from bench.attacks.best_known import best_known, best_known_evaluator
+# registered before reliability, which may read its verdict (run order follows registration)
+from bench.attacks.attack_unit_test import AttackUnitTestOptions, attack_unit_test_evaluator
 from bench.attacks.reliability import ReliabilityOptions, reliability_evaluator
 from bench.attacks.collapse import CollapseOptions, attack_collapse_evaluator, leap_share
 
 __all__ = [
-    "ATTACKS", "AttackMethod", "AttacksOptions", "CollapseOptions", "DeepFoolOptions", "DeepFoolResult",
-    "MaskingOptions", "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attacks_evaluator",
+    "ATTACKS", "AttackMethod", "AttackUnitTestOptions", "AttacksOptions", "CollapseOptions", "DeepFoolOptions", "DeepFoolResult",
+    "MaskingOptions", "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attack_unit_test_evaluator", "attacks_evaluator",
     "best_known", "best_known_evaluator", "deepfool", "deepfool_evaluator", "get_attack", "leap_share",
     "masking_check", "masking_evaluator", "register_attack", "reliability_evaluator",
 ]

@@ -25,8 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.attacks.deepfool import ALREADY_MISCLASSIFIED, FLIPPED, NOT_FLIPPED, DeepFoolOptions, deepfool
+from bench.attacks.deepfool import DeepFoolOptions, deepfool
+from bench.attacks.outcomes import FLIPPED, MISCLASSIFIED, NOT_FLIPPED
 from bench.attacks.library import AttackInfo, AttackNotes, parse_budget
+from bench.attacks.queries import QueryCounter
 from bench.attacks.methods import (NORMS, AttackMethod, attack_guard, check_eps, check_inputs, check_logits,
                                     eps_key, get_attack, looks_like_probabilities, options_dict, seeded)
 from bench.core.errors import BenchError
@@ -100,7 +102,7 @@ def deepfool_evaluator(ctx: EvalContext, opts: DeepFoolOptions) -> dict:
         "n_inputs": len(res.status),
         "n_flipped": res.status.count(FLIPPED),
         "n_not_flipped": res.status.count(NOT_FLIPPED),
-        "n_already_misclassified": res.status.count(ALREADY_MISCLASSIFIED),
+        "n_already_misclassified": res.status.count(MISCLASSIFIED),
         "candidates": res.candidates, "all_classes": opts.candidates is None or res.candidates == res.num_classes,
         "overshoot": opts.overshoot, "max_iter": opts.max_iter,
         "reference": "true label",
@@ -366,7 +368,10 @@ def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
                 if notes.values:
                     entry.setdefault("notes", {})[key] = _autoattack_summary(notes.values, m)
         else:
-            adv = _run_method(spec, model, x, y, targets, None, mopts, info, opts.batch_size)
+            # the budget, measured: forward and backward passes per attacked input
+            counter = QueryCounter(model)
+            adv = _run_method(spec, counter, x, y, targets, None, mopts, info, opts.batch_size)
+            entry["queries"] = counter.per_input(int(targets.numel()))
             v = verify_inputs(model, x[targets], y[targets], adv, spec.norm, None, device, opts.batch_size)
             artifacts.add(targets, v, name, None)
             ok = v.success

@@ -8,6 +8,10 @@ clean-correct input i of the attack subset (RobustBench's "best known" per input
                     ‖r‖₂ of each fixed-ε attack's verified adversarial, at every ε of either norm )
     ρ_best,i = r_best,i / ‖x_i‖₂
 
+Also reported, per minimum-norm attack (DeepFool included): its optimality against these
+best-known norms as AttackBench defines it (``bench.attacks.optimality``), with the
+forward + backward passes per input it spent.
+
 Reported: mean and median of ρ_best and r_best over the inputs some attack flipped, with
 ``n_unflipped`` (correct inputs no attack flipped; they are never dropped silently: the
 medians over all correct inputs, counting them as +∞, are reported too). Best-known robust
@@ -30,13 +34,13 @@ import numpy as np
 import torch
 
 from bench.attacks.attack_evaluators import within_budget
-from bench.attacks.deepfool import ALREADY_MISCLASSIFIED
+from bench.attacks.optimality import attack_optimality
+from bench.attacks.outcomes import FLIPPED, MISCLASSIFIED, NOT_FLIPPED, canonical_all
 from bench.attacks.methods import eps_key
 from bench.core.errors import BenchError
 from bench.evaluation.columns import RANK_HEADLINE, Column
 from bench.evaluation.hook import EvalContext, NoOptions, register_evaluator
 
-MISCLASSIFIED, FLIPPED, UNFLIPPED = "misclassified", "flipped", "unflipped"
 
 
 def _num(value) -> float:
@@ -52,7 +56,7 @@ def _stat(fn, values: np.ndarray) -> float | None:
 
 def best_known(deepfool_result: dict, attacks_result: dict, x_norm: np.ndarray) -> dict:
     """The evaluator's result from the two stored results and ‖x_i‖₂ of the subset's inputs."""
-    status = deepfool_result["per_input"]["status"]
+    status = canonical_all(deepfool_result["per_input"]["status"])
     df_norm = deepfool_result["per_input"]["norm"]
     per_attack = attacks_result.get("per_attack", {})
     stale = [name for name, e in per_attack.items() if e.get("kind") == "fixed_eps" and "successes" not in e]
@@ -61,8 +65,8 @@ def best_known(deepfool_result: dict, attacks_result: dict, x_norm: np.ndarray) 
                          "them): rerun `attacks` before it")
     n = min(len(status), int(attacks_result["n_inputs"]), len(x_norm))
     misclassified = set(attacks_result.get("misclassified", []))
-    correct = np.array([status[i] != ALREADY_MISCLASSIFIED and i not in misclassified for i in range(n)], bool)
-    n_disagree = sum((status[i] == ALREADY_MISCLASSIFIED) != (i in misclassified) for i in range(n))
+    correct = np.array([status[i] != MISCLASSIFIED and i not in misclassified for i in range(n)], bool)
+    n_disagree = sum((status[i] == MISCLASSIFIED) != (i in misclassified) for i in range(n))
 
     best = {"L2": np.full(n, math.inf), "Linf": np.full(n, math.inf)}
     source: list[str | None] = [None] * n
@@ -99,12 +103,14 @@ def best_known(deepfool_result: dict, attacks_result: dict, x_norm: np.ndarray) 
                         for eps in grid}
     all_correct = np.where(flipped, best["L2"], math.inf)[correct]
     all_rho = np.where(flipped, rho, math.inf)[correct]
-    states = [MISCLASSIFIED if not correct[i] else (FLIPPED if flipped[i] else UNFLIPPED) for i in range(n)]
+    states = [MISCLASSIFIED if not correct[i] else (FLIPPED if flipped[i] else NOT_FLIPPED) for i in range(n)]
 
     def listed(values: np.ndarray) -> list[float | None]:
         return [float(v) if s == FLIPPED and math.isfinite(v) else None for v, s in zip(values, states)]
 
     return {
+        # AttackBench's optimality of each minimum-norm attack against these best-known norms
+        "optimality": attack_optimality(per_attack, deepfool_norm, best, correct),
         "rho_best_mean": _stat(np.mean, rho[flipped]), "rho_best_median": _stat(np.median, rho[flipped]),
         "norm_best_mean": _stat(np.mean, best["L2"][flipped]),
         "norm_best_median": _stat(np.median, best["L2"][flipped]),
@@ -153,6 +159,8 @@ def _best_adversarials(ctx: EvalContext, result: dict, x: torch.Tensor) -> None:
            rank=RANK_HEADLINE),
     Column("ra_best:{0}:{1}", "RA best-known {0} ε={1} (%)", ("robust_accuracy", "*", "*"), fmt="pct", atol=0.01,
            rtol=0, rank=RANK_HEADLINE + 1),
+    Column("optimality:{0}", "{0} optimality", ("optimality", "*", "optimality"), atol=0.02, rtol=0,
+           section="detail", rank=RANK_HEADLINE + 2),
 ))
 def best_known_evaluator(ctx: EvalContext, opts: NoOptions) -> dict:
     """Best-known minimal L2 perturbation per input over every attack of the run (ρ_best), and best-known robust accuracy."""

@@ -35,6 +35,7 @@ import torch
 
 from bench.attacks.library import parse_budget
 from bench.attacks.methods import eps_key
+from bench.attacks.outcomes import MISCLASSIFIED, canonical_all
 from bench.core.errors import BenchError
 from bench.evaluation.columns import Column
 from bench.evaluation.hook import EvalContext, register_evaluator
@@ -163,8 +164,8 @@ def attack_collapse_evaluator(ctx: EvalContext, opts: CollapseOptions) -> dict:
     n = known["n_inputs"]
     x, y = ctx.test_inputs()
     x, y = x[:n], y[:n]
-    status = known["per_input"]["status"]
-    correct = torch.tensor([s != "misclassified" for s in status])
+    status = canonical_all(known["per_input"]["status"])
+    correct = torch.tensor([s != MISCLASSIFIED for s in status])
     gen = torch.Generator().manual_seed(opts.noise_seed)
 
     def stats(inputs: torch.Tensor, rows: torch.Tensor, clean: np.ndarray | None) -> dict:

@@ -17,7 +17,7 @@ CIFAR-100 and for low-dimensional heads).
 
 Choices, fixed and stated: pixel space [0, 1] (normalisation is inside the model); the
 reference class is the true label, so an input the model already misclassifies is not
-attacked and is reported as ``already_misclassified`` (never as a success); an input is
+attacked and is reported as ``misclassified`` (never as a success); an input is
 ``flipped`` only if its final, clamped input is re-classified as another class, otherwise
 ``not_flipped``. ‖r‖₂ is measured on that final clamped input, ρ = ‖r‖₂ / ‖x‖₂.
 
@@ -35,11 +35,10 @@ from dataclasses import dataclass, field
 import torch
 
 from bench.attacks.methods import attack_guard, check_inputs, check_logits, model_dtype
+from bench.attacks.outcomes import FLIPPED, MISCLASSIFIED, NOT_FLIPPED
 from bench.core.errors import BenchError
 
-FLIPPED = "flipped"
-NOT_FLIPPED = "not_flipped"
-ALREADY_MISCLASSIFIED = "already_misclassified"
+# per-input outcomes: the one vocabulary of every attack evaluator (bench.attacks.outcomes)
 
 # Added to each step's distance, as in the authors' reference implementation: it pushes
 # the iterate just past the linearised boundary so that steps cannot stall on it.
@@ -59,7 +58,7 @@ class DeepFoolResult:
     norm: torch.Tensor             # ‖x_adv − x‖₂ (float64; NaN unless flipped)
     rho: torch.Tensor              # norm / ‖x‖₂ (float64; NaN unless flipped)
     iterations: torch.Tensor       # steps taken (int64)
-    status: list[str]              # flipped / not_flipped / already_misclassified
+    status: list[str]              # flipped / not_flipped / misclassified (bench.attacks.outcomes)
     clean_pred: torch.Tensor       # int64
     final_pred: torch.Tensor       # int64, class of the final clamped input
     num_classes: int = 0
@@ -122,7 +121,7 @@ def deepfool(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, *, oversh
     nan = torch.full_like(norm, math.nan)
     norm = torch.where(flipped, norm, nan)
     rho = torch.where(flipped & (x_norm > 0), norm / x_norm.clamp_min(1e-300), nan)
-    status = [ALREADY_MISCLASSIFIED if not c else (FLIPPED if f else NOT_FLIPPED)
+    status = [MISCLASSIFIED if not c else (FLIPPED if f else NOT_FLIPPED)
               for c, f in zip(correct.tolist(), flipped.tolist())]
     num_classes = parts[0]["num_classes"]
     return DeepFoolResult(x_adv=x_adv, norm=norm, rho=rho, iterations=iterations, status=status,
@@ -264,7 +263,7 @@ from bench.attacks.methods import register_attack  # noqa: E402
 
 @dataclass(frozen=True)
 class DeepFoolOptions(MethodOptions):
-    """Settings of our DeepFool (the ``deepfool`` evaluator and the ``deepfool`` method)."""
+    """Settings of our DeepFool (the ``deepfool`` evaluator and the ``deepfool-l2`` method)."""
 
     overshoot: float = 0.02
     max_iter: int = 50
@@ -283,7 +282,9 @@ class DeepFoolOptions(MethodOptions):
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-@register_attack("deepfool", norm="L2", kind="min_norm", library="bench", options=DeepFoolOptions,
+# "deepfool" names the evaluator (the paper's metric, result key and columns); the same algorithm
+# as one attack method among the others is "deepfool-l2" (beside "deepfool-foolbox").
+@register_attack("deepfool-l2", norm="L2", kind="min_norm", library="bench", options=DeepFoolOptions,
                  linearisation=True)
 def deepfool_method(model, x, y, eps, opts: DeepFoolOptions, info: AttackInfo):
     """Our batched multi-class L2 DeepFool (Moosavi-Dezfooli et al., CVPR 2016), verified. Defaults: overshoot 0.02, 50 iterations, all classes."""

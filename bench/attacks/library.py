@@ -385,3 +385,72 @@ def hsj_l2(model, x, y, eps, opts: HSJOptions, info: AttackInfo):
     idx = usable.nonzero().squeeze(1)
     adv[idx] = _foolbox_min_norm(attack, model, x[idx], y[idx], info, starting_points=pool[nearest[idx]])
     return adv
+
+
+# ----- adv-lib: minimum-norm (AttackBench's top-ranked implementations) -------------------
+#
+# AttackBench (Cinà et al. 2024) ranks adv_lib's DDN (0.93) and FMN (0.91) highest among the
+# L2 minimum-norm attacks on CIFAR-10 at 2,000 forward + backward passes per input (foolbox's
+# FMN-L2: 0.54). Each step of both is one forward and one backward pass per input, so
+# ``steps`` is the budget: 2·steps passes per input (FMN adds ``binary_search_steps``
+# forwards only with starting points, which we never pass). The ``attacks`` evaluator
+# measures the passes it actually made (``queries`` in the method's entry).
+
+@dataclass(frozen=True)
+class AdvLibDDNOptions(MethodOptions):
+    steps: int = 100
+    init_norm: float = 1.0
+    gamma: float = 0.05
+    levels: int | None = None        # None: continuous (adv_lib's default 256 quantises the output)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("ddn-l2-advlib", steps=self.steps, init_norm=self.init_norm, gamma=self.gamma)
+        if self.levels is not None and self.levels < 2:
+            raise ValueError(f"ddn-l2-advlib: levels must be >= 2 (or null), got {self.levels}")
+
+
+@register_attack("ddn-l2-advlib", norm="L2", kind="min_norm", library="adv_lib", options=AdvLibDDNOptions,
+                 loss="ce")
+def ddn_l2_advlib(model, x, y, eps, opts: AdvLibDDNOptions, info: AttackInfo):
+    """Decoupled Direction and Norm (Rony et al., CVPR 2019), L2, adv_lib's implementation: normalised CE-gradient steps with a cosine-annealed step, the norm ε scaled by 1 ∓ γ per step. Defaults: 100 steps, ε₀ 1, γ 0.05, no quantisation."""
+    from adv_lib.attacks import ddn
+    return ddn(model, x, y, steps=opts.steps, γ=opts.gamma, init_norm=opts.init_norm, levels=opts.levels)
+
+
+@dataclass(frozen=True)
+class AdvLibFMNOptions(MethodOptions):
+    steps: int = 100
+    alpha_init: float = 1.0
+    alpha_final: float | None = None  # None: alpha_init / 100 (adv_lib's default)
+    gamma_init: float = 0.05
+    gamma_final: float = 0.001
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _positive("fmn-advlib", steps=self.steps, alpha_init=self.alpha_init, alpha_final=self.alpha_final,
+                  gamma_init=self.gamma_init, gamma_final=self.gamma_final)
+
+
+def _fmn_advlib(model, x, y, opts: AdvLibFMNOptions, norm: float):
+    from adv_lib.attacks import fmn
+    return fmn(model, x, y, norm=norm, steps=opts.steps, α_init=opts.alpha_init, α_final=opts.alpha_final,
+               γ_init=opts.gamma_init, γ_final=opts.gamma_final)
+
+
+@register_attack("fmn-l2-advlib", norm="L2", kind="min_norm", library="adv_lib", options=AdvLibFMNOptions,
+                 loss="margin")
+def fmn_l2_advlib(model, x, y, eps, opts: AdvLibFMNOptions, info: AttackInfo):
+    """Fast Minimum-Norm attack (Pintor et al., NeurIPS 2021), L2, adv_lib's implementation: logit-difference gradient steps projected on an adaptive ε-ball, α and γ cosine-annealed. Defaults: 100 steps, α 1 → 0.01, γ 0.05 → 0.001."""
+    # Measured on the digits MLP (and on an affine model): 40 steps flip only 10–70 % of the
+    # inputs. Until it first crosses the boundary, ε is reset to the linearised distance to it,
+    # which a near-linear model makes exact, so the iterate lands on the boundary, not past it;
+    # foolbox's fmn-l2 flips them all. Not in the digits suite; the attack unit test shows it.
+    return _fmn_advlib(model, x, y, opts, 2)
+
+
+@register_attack("fmn-linf-advlib", norm="Linf", kind="min_norm", library="adv_lib", options=AdvLibFMNOptions,
+                 loss="margin")
+def fmn_linf_advlib(model, x, y, eps, opts: AdvLibFMNOptions, info: AttackInfo):
+    """Fast Minimum-Norm attack (Pintor et al., NeurIPS 2021), L∞, adv_lib's implementation. Defaults: 100 steps, α 1 → 0.01, γ 0.05 → 0.001."""
+    return _fmn_advlib(model, x, y, opts, float("inf"))

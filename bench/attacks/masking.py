@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bench.attacks.deepfool import ALREADY_MISCLASSIFIED
+from bench.attacks.outcomes import MISCLASSIFIED, canonical_all
 from bench.core.errors import BenchError
 from bench.evaluation.columns import RANK_DEEPFOOL, Column
 from bench.evaluation.hook import EvalContext, register_evaluator
@@ -48,7 +48,7 @@ class MaskingOptions:
 
 def masking_check(deepfool_result: dict, attacks_result: dict, opts: MaskingOptions) -> dict:
     """The cross-check on the stored results of the two evaluators (see module docstring)."""
-    status = deepfool_result["per_input"]["status"]
+    status = canonical_all(deepfool_result["per_input"]["status"])
     df_norm = deepfool_result["per_input"]["norm"]
     per_attack = attacks_result.get("per_attack", {})
     eligible = {name: entry for name, entry in per_attack.items()
@@ -71,7 +71,7 @@ def masking_check(deepfool_result: dict, attacks_result: dict, opts: MaskingOpti
     compared = smaller = df_failed_other_found = 0
     by_attack = {name: 0 for name in eligible}
     for i, s in enumerate(status):
-        if s == ALREADY_MISCLASSIFIED:
+        if s == MISCLASSIFIED:
             continue
         d = norm_at(df_norm, i)
         others = {name: norm_at(entry["per_input_norm"], i) for name, entry in eligible.items()}

@@ -1,12 +1,12 @@
 """The attack-method registry and the guards every attack runs under.
 
-An attack method is a function ``run(model, x, y, eps, opts) -> x_adv`` registered with
+An attack method is a function ``run(model, x, y, eps, opts, info) -> x_adv`` registered with
 its threat model; the ``attacks`` evaluator runs the suite's methods on the attack subset
 and verifies every returned adversarial itself (it never trusts a library's success flag):
 
     @register_attack("pgd-linf", norm="Linf", kind="fixed_eps", library="torchattacks",
                      options=PGDOptions)
-    def pgd_linf(model, x, y, eps, opts): ...
+    def pgd_linf(model, x, y, eps, opts, info): ...
 
 * ``kind="fixed_eps"``: called once per ε of the norm's grid; must return inputs within ε.
 * ``kind="min_norm"``: called once with ``eps=None``; returns its smallest adversarial
@@ -37,7 +37,7 @@ class AttackMethod:
     run: Callable[..., torch.Tensor]
     norm: str                      # "L2" or "Linf"
     kind: str                      # "fixed_eps" or "min_norm"
-    library: str                   # "bench", "torchattacks" or "foolbox"
+    library: str                   # "bench", "torchattacks", "foolbox", "adv_lib" or "pyautoattack"
     options: type                  # frozen dataclass of the method's settings
     linearisation: bool = False    # True for DeepFool variants (the overstatement check's subject)
     loss: str = ""                 # "ce" (cross-entropy), "margin" (DLR / C&W margin), "" (other or mixed)
@@ -77,10 +77,17 @@ def register_attack(name: str, *, norm: str, kind: str, library: str, options: t
     return decorator
 
 
+# attack-method names that were renamed, with what to write instead
+RENAMED = {"deepfool": "deepfool-l2 (\"deepfool\" is the evaluator of the paper's metric, listed in "
+                       "evaluation.evaluators; as an attack method our DeepFool is deepfool-l2)"}
+
+
 def get_attack(name: str) -> AttackMethod:
     try:
         return ATTACKS.get(name)
     except UnknownNameError as exc:
+        if name in RENAMED:
+            raise BenchError(f"unknown attack method {name!r}: use {RENAMED[name]}") from None
         raise BenchError(str(exc)) from None
 
 

@@ -40,6 +40,7 @@ import torch
 from bench.attacks.attack_evaluators import _run_method, verify_inputs
 from bench.attacks.library import AttackInfo
 from bench.attacks.methods import get_attack
+from bench.attacks.outcomes import FLIPPED, MISCLASSIFIED, NOT_FLIPPED, canonical_all
 from bench.core.errors import BenchError
 from bench.core.typed import from_dict
 from bench.evaluation.columns import RANK_DEEPFOOL, Column
@@ -147,9 +148,9 @@ def unbounded_sanity(deepfool: dict, attacks: dict, best: dict, opts: Reliabilit
             failing.append(name)
 
     per = best["per_input"]
-    beyond = [st == "unflipped" or (st == "flipped" and nb > xn)
-              for st, nb, xn in zip(per["status"], [v if v is not None else math.inf for v in per["norm_best"]],
-                                    per["x_norm"]) if st != "misclassified"]
+    beyond = [st == NOT_FLIPPED or (st == FLIPPED and nb > xn)
+              for st, nb, xn in zip(canonical_all(per["status"]), [v if v is not None else math.inf for v in per["norm_best"]],
+                                    per["x_norm"]) if st != MISCLASSIFIED]
     large = float(np.mean(beyond)) if beyond else None
     large_flag = bool(large is not None and large > opts.large_eps_robust)
 
@@ -174,8 +175,8 @@ def deepfool_overstatement(best: dict, opts: ReliabilityOptions) -> dict:
     per = best["per_input"]
     ratios = []
     df_failed = 0
-    for st, df, nb in zip(per["status"], per["norm_deepfool"], per["norm_best"]):
-        if st != "flipped":
+    for st, df, nb in zip(canonical_all(per["status"]), per["norm_deepfool"], per["norm_best"]):
+        if st != FLIPPED:
             continue  # misclassified, or no attack found anything: nothing to compare
         if df is None:
             ratios.append(math.inf)
@@ -237,7 +238,8 @@ def _convergence(ctx: EvalContext, attacks: dict, best: dict, opts: ReliabilityO
     m = min(entry["n_inputs"], n)
     x, y = ctx.test_inputs()
     x, y = x[:n], y[:n]
-    targets = torch.tensor([i for i in range(m) if per["status"][i] != "misclassified"], dtype=torch.long)
+    status = canonical_all(per["status"])
+    targets = torch.tensor([i for i in range(m) if status[i] != MISCLASSIFIED], dtype=torch.long)
     if opts.convergence_inputs is not None:
         targets = targets[:opts.convergence_inputs]
     info = AttackInfo(num_classes=int(attacks["num_classes"]), seed=int(attacks["seed"]), device=ctx.device)
@@ -251,7 +253,7 @@ def _convergence(ctx: EvalContext, attacks: dict, best: dict, opts: ReliabilityO
     after[rows] = np.where(v.success.numpy(), np.minimum(before[rows], rerun), before[rows])
     # the medians over the inputs the rerun attacked (all correct ones unless convergence_inputs)
     rows_all = rows if opts.convergence_inputs is not None else \
-        np.array([i for i, s in enumerate(per["status"]) if s != "misclassified"], dtype=int)
+        np.array([i for i, s in enumerate(status) if s != MISCLASSIFIED], dtype=int)
     med_before = float(np.median(before[rows_all])) if rows_all.size else math.inf
     med_after = float(np.median(after[rows_all])) if rows_all.size else math.inf
     if math.isfinite(med_before) and med_before > 0:

@@ -1,7 +1,7 @@
 """``bench attack --runs DIR [--attacks …]``: attack already-trained runs, no retraining.
 
-``--attacks`` takes evaluator names (deepfool, attacks, best_known, reliability,
-attack_collapse, …) and/or attack-method names (pgd-linf, fmn-l2, …; see ``bench list
+``--attacks`` takes evaluator names (deepfool, attacks, best_known, attack_unit_test,
+reliability, attack_collapse, …) and/or attack-method names (pgd-linf, fmn-l2, …; see ``bench list
 attacks``); method names run through the ``attacks`` evaluator with just those methods.
 The evaluators a requested one needs (its ``requires``) are added and everything runs in
 dependency order. Default: the suite's attack evaluators, or DEFAULT when the suite lists
@@ -16,7 +16,7 @@ import time
 from bench.cli.common import add_imports, add_runs, add_threads, apply_threads, runs_root, suite_name
 from bench.core.errors import BenchError
 
-DEFAULT = ("deepfool", "attacks", "best_known", "reliability", "attack_collapse")
+DEFAULT = ("deepfool", "attacks", "best_known", "attack_unit_test", "reliability", "attack_collapse")
 
 
 def add_arguments(subparsers) -> None:
