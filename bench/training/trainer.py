@@ -21,6 +21,7 @@ from bench.config.params import resolve_params
 from bench.evaluation.figure_data import latent_histograms
 from bench.evaluation.hook import EvalContext, attack_subset, run_evaluators
 from bench.models.classifier import Classifier
+from bench.models.inference import outputs
 from bench.core.progress import progress
 from bench.core.provenance import now, provenance
 from bench.runs import folder
@@ -120,19 +121,13 @@ def batch_stream(loader: DeviceLoader, seed: int, start_step: int = 0) -> Iterat
         pass_index, skip = pass_index + 1, 0
 
 
-@torch.no_grad()
 def predict(model: Classifier, x: torch.Tensor, pixel_scale: float, device: torch.device,
             batch_size: int, amp: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
     """(latents, predictions) for uint8 inputs, on CPU, in float32."""
     model.eval()
-    latents, preds = [], []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(device).float().div_(pixel_scale)
-        with autocast(device, amp):
-            out = model.forward_all(xb)
-        latents.append(out.latent.float().cpu())
-        preds.append(out.logits.argmax(1).cpu())
-    return torch.cat(latents), torch.cat(preds)
+    logits, latents = outputs(model, x, device=device, batch_size=batch_size, pixel_scale=pixel_scale,
+                              latents=True, amp=amp)
+    return latents, logits.argmax(1)
 
 
 def _accuracy(model, x, y, data, device, batch_size, amp) -> float:
