@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from bench.models.inference import outputs
+from bench.evaluation.inference import outputs
 from bench.attacks.deepfool import ALREADY_MISCLASSIFIED, FLIPPED, NOT_FLIPPED, DeepFoolOptions, deepfool
 from bench.attacks.library import AttackInfo, AttackNotes, parse_budget
 from bench.attacks.methods import (NORMS, AttackMethod, attack_guard, check_eps, check_inputs, check_logits,

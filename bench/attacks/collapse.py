@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from bench.models.inference import outputs
+from bench.evaluation.inference import outputs
 from bench.attacks.library import parse_budget
 from bench.attacks.methods import eps_key
 from bench.core.errors import BenchError

@@ -15,6 +15,18 @@ from bench.core.errors import BenchError
 _TRAIN_MODE_LAYERS = (nn.modules.batchnorm._BatchNorm, nn.Dropout, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout)
 
 
+def _forward(model: nn.Module, x: torch.Tensor):
+    try:
+        return model(x)
+    except Exception as exc:  # any failure here is a mismatch with the suite's inputs (shape, dtype, batch)
+        text = str(exc).strip().splitlines()
+        hint = ("; a torch.export program needs a dynamic batch dimension "
+                "(dynamic_shapes={'x': {0: torch.export.Dim.DYNAMIC}})" if "dynamic" in str(exc).lower() else "")
+        raise BenchError(f"the model does not take the suite's inputs (batch of {x.shape[0]}, each of shape "
+                         f"{tuple(x.shape[1:])}, in [0, 1]): {type(exc).__name__}: {text[0] if text else ''}"
+                         f"{hint}") from None
+
+
 def check_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes: int) -> dict:
     """Flags of ``model`` on a sample ``x`` in [0, 1] with labels ``y``; BenchError on a fault."""
     flags: dict = {}
@@ -24,12 +36,11 @@ def check_model(model: nn.Module, x: torch.Tensor, y: torch.Tensor, num_classes:
         flags["switched_to_eval"] = in_training   # BatchNorm/Dropout in training mode: a warning, then fixed
     model.eval()
     with torch.no_grad():
-        try:
-            first = model(x)
-        except Exception as exc:  # any failure here is a shape/dtype mismatch with the suite's inputs
-            raise BenchError(f"the model does not take the suite's inputs of shape {tuple(x.shape[1:])} "
-                             f"(batch first): {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-        second = model(x)
+        first = _forward(model, x)
+        second = _forward(model, x)
+        if x.shape[0] > 1:
+            # a second batch size: a program exported with a fixed batch fails here, not mid-attack
+            _forward(model, x[:1])
     if not isinstance(first, torch.Tensor) or first.dim() != 2 or first.shape[0] != x.shape[0]:
         raise BenchError(f"the model must return a (batch, classes) tensor of logits, got "
                          f"{tuple(first.shape) if isinstance(first, torch.Tensor) else type(first).__name__}")

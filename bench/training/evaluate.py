@@ -10,9 +10,12 @@ report, ``bench check`` and the exports read like any other.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -24,7 +27,7 @@ from bench.core import io
 from bench.core.errors import BenchError
 from bench.evaluation.figure_data import latent_histograms
 from bench.evaluation.hook import EVALUATORS, EvalContext, attack_subset, run_evaluators
-from bench.models.inference import outputs
+from bench.evaluation.inference import outputs
 from bench.runs import folder
 from bench.runs.folder import RESULT_SCHEMA, RunSpec
 from bench.suites.imports import load_builtin_evaluators
@@ -77,6 +80,9 @@ class LatentProbe(nn.Module):
                 names = [n for n in modules if n]
                 raise BenchError(f"no module {latent!r} in the model; its modules: {', '.join(names) or '(none)'}")
             self.latent_module = modules[latent]
+            if isinstance(self.latent_module, torch.jit.ScriptModule):
+                raise BenchError(f"latent layer {latent!r}: a TorchScript module cannot be hooked; give the model "
+                                 f"as a torch.export .pt2 or as module:factory with --weights")
 
     def train(self, mode: bool = True):
         self.training = mode
@@ -164,96 +170,138 @@ def result_record(ctx: EvalContext, accuracy: Mapping[str, float], evaluations: 
 
 # ------------------------------------------------------------------ a model the harness did not train
 
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*")
+
+
 def _as_data(suite, data) -> EvalData:
+    """The suite's dataset (every split, as the trainer loads it), or the user's (x, y) test tensors."""
     if data is None:
         from bench.data import load_dataset
         return EvalData.from_splits(load_dataset(suite.dataset))
     if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
-        raise BenchError("data must be a pair of tensors (x, y): inputs in [0, 1] and integer labels")
+        raise BenchError("data must be a pair of tensors (x, y): inputs in [0, 1] (or uint8) and integer labels")
     x, y = data
     if x.shape[0] != y.shape[0] or x.shape[0] == 0:
         raise BenchError(f"data: {x.shape[0]} inputs and {y.shape[0]} labels (need the same, non-zero number)")
     if x.is_floating_point() and (float(x.min()) < 0 or float(x.max()) > 1):
         raise BenchError("data: inputs must lie in [0, 1] (put any normalisation inside the model)")
-    return EvalData(x.float() if x.is_floating_point() else x, y.long(), num_classes=_suite_classes(suite),
+    if y.is_floating_point() or y.dim() != 1:
+        raise BenchError("data: labels must be a 1-D integer tensor")
+    return EvalData(x.float() if x.is_floating_point() else x, y.long(), num_classes=int(y.max()) + 1,
                     pixel_scale=1.0 if x.is_floating_point() else 255.0)
 
 
-def _suite_classes(suite) -> int:
-    from bench.data.datasets import dataset_info
-    return int(dataset_info(suite.dataset).num_classes)
+def _check_name(name: str | None, runs) -> str:
+    from registry import PLUGINS
+    if runs is not None and not name:
+        raise BenchError("writing a run folder needs a name (name=... / --name)")
+    name = name or "model"
+    if not _NAME.fullmatch(name):
+        raise BenchError(f"name {name!r}: use letters, digits and . _ + - (it names the run's folder and row)")
+    if name in PLUGINS:
+        raise BenchError(f"name {name!r} is a plugin of the harness; an evaluated model needs a name of its own")
+    return name
 
 
 def evaluate(model: nn.Module, suite: Any = "digits", *, latent: str | Callable | None = None,
              data: tuple[torch.Tensor, torch.Tensor] | None = None, runs: str | Path | None = None,
              name: str | None = None, evaluators: Sequence[str] | None = None,
-             settings: Mapping[str, Mapping] | None = None, device: str | torch.device | None = None,
-             provenance: Mapping[str, Any] | None = None, quiet: bool = True) -> dict:
-    """Evaluate ``model`` (any nn.Module: [0, 1] inputs of the suite's shape -> logits) with a suite's
-    protocol; return its result record (and write ``<runs>/<suite>/<name>/seed0-lr0`` when ``runs``)."""
+             overrides: Sequence[str] = (), imports: Sequence[str] = (),
+             device: str | torch.device | None = None, provenance: Mapping[str, Any] | None = None,
+             quiet: bool = True) -> dict:
+    """The suite's protocol on any model: the result record of a trained run, marked ``"origin": "evaluated"``.
+
+    ``model``: an nn.Module taking [0, 1] inputs of the suite's dataset shape (any normalisation
+    inside it) and returning logits. ``suite``: a built-in name, a YAML path or a Suite
+    (``overrides``: ``--set`` strings). ``data=(x, y)``: test tensors instead of the suite's
+    dataset. ``latent``: the module name (or a callable ``x -> latent``) whose output the
+    geometry and collapse metrics measure; without one they are skipped, and ``skipped`` says
+    why. ``evaluators``: a subset of the suite's (default: all). With ``runs`` (and ``name``)
+    one run folder ``<runs>/<suite>/<name>/seed0-lr0`` is written whole or not at all;
+    ``provenance`` (e.g. the model file's sha256 and size) goes into it.
+    Bad input raises BenchError (one line) before any attack and before anything is written.
+    """
     from bench.core.device import configure, resolve_device
     from bench.evaluation.hook import check_settings, run_order
+    from bench.models.checks import check_model
     from bench.suites import load_suite
-    suite = load_suite(suite) if isinstance(suite, (str, Path)) else suite
-    if runs is not None and not name:
-        raise BenchError("writing a run folder needs a name (name=... / --name)")
-    spec = RunSpec(suite.name, name or "model", 0, 0.0)
+    if not isinstance(model, nn.Module):
+        raise BenchError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(suite, (str, Path)):
+        suite = load_suite(str(suite), list(overrides), imports=tuple(imports))
+    elif overrides:
+        raise BenchError("overrides go with a suite name or path, not a Suite object (use suite.replace)")
+    name = _check_name(name, runs)
+    spec = RunSpec(suite.name, name, 0, 0.0)
     run_dir = spec.directory(Path(runs)) if runs is not None else None
     if run_dir is not None and run_dir.exists():
-        raise BenchError(f"{run_dir} exists already; choose another name or remove it")
-    device = resolve_device(device or suite.runtime.device) if not isinstance(device, torch.device) else device
-    configure(suite.runtime, device)
+        raise BenchError(f"{run_dir} exists already; choose another --name or remove that folder")
+    started = time.perf_counter()
     load_builtin_evaluators()
     names = tuple(evaluators) if evaluators is not None else suite.evaluation.evaluators
     for n in names:
-        EVALUATORS.get(n)   # unknown name: BenchError listing the known ones
+        EVALUATORS.get(n)   # an unknown name: BenchError listing the known ones
     names = run_order(names, suite.evaluation.evaluators)
-    merged = {**suite.evaluation.settings, **(settings or {})}
-    check_settings(type(suite.evaluation)(**{**suite.evaluation.__dict__, "evaluators": names, "settings": merged}))
+    settings = {k: v for k, v in suite.evaluation.settings.items() if k in names}
+    check_settings(dataclasses.replace(suite.evaluation, evaluators=names, settings=settings))
     eval_data = _as_data(suite, data)
+    device = device if isinstance(device, torch.device) else resolve_device(device or suite.runtime.device)
+    configure(suite.runtime, device)
     probe = LatentProbe(model, latent).to(device)
-    from bench.models.checks import check_model
+    # the checks, on up to 256 test inputs, before any attack
     sample = attack_subset(eval_data.test_y.shape[0], min(256, eval_data.test_y.shape[0]), suite.evaluation.subset_seed)
-    xs = eval_data.test_x[sample].float().div(eval_data.pixel_scale).to(device)
-    checks = check_model(probe, xs, eval_data.test_y[sample].to(device), eval_data.num_classes)
+    checks = check_model(probe, eval_data.test_x[sample].float().div(eval_data.pixel_scale).to(device),
+                         eval_data.test_y[sample].to(device), eval_data.num_classes)
     if checks.get("switched_to_eval") and not quiet:
         print(f"warning: {', '.join(checks['switched_to_eval'])} in training mode: switched to eval mode")
     skipped = {}
     if latent is None:
         skipped = {n: "no latent layer given (latent= / --latent-layer)" for n in names if needs_latents(n)}
-        names = tuple(n for n in names if n not in skipped)
+    elif eval_data.train_x is None:
+        skipped = {n: "data=(x, y) has no training split (the latent metrics compare with its class means)"
+                   for n in names if needs_latents(n)}
+    names = tuple(n for n in names if n not in skipped)
     ctx, accuracy = evaluation_context(
         probe, eval_data, subset_size=suite.evaluation.subset_size, subset_seed=suite.evaluation.subset_seed,
-        device=device, batch_size=suite.recipe.eval_batch_size, amp=suite.runtime.amp, latents=latent is not None,
-        latent_name=latent if isinstance(latent, str) else "latent", num_classes=eval_data.num_classes,
-        num_threads=suite.runtime.num_threads, quiet=quiet)
-    evaluations = run_evaluators(ctx, names, {k: v for k, v in merged.items() if k in names})
+        device=device, batch_size=suite.recipe.eval_batch_size, amp=suite.runtime.amp,
+        latents=latent is not None, latent_name=latent if isinstance(latent, str) else "latent",
+        num_classes=eval_data.num_classes, num_threads=suite.runtime.num_threads, quiet=quiet)
+    if latent is not None and ctx.latents.get("test") is not None and ctx.latents["test"].dim() != 2:
+        raise BenchError(f"latent {latent!r}: its output is not one vector per input")
+    evaluations = run_evaluators(ctx, names, settings)
     result = {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "done", "origin": EVALUATED,
               **result_record(ctx, accuracy, evaluations), "checks": checks}
     if skipped:
         result["skipped"] = skipped
+    result["wall_s"] = time.perf_counter() - started
     if run_dir is not None:
-        _write_run_folder(suite, spec, run_dir, result, dict(provenance or {}), merged, names)
+        _write_run_folder(suite, spec, run_dir, result, dict(provenance or {}), settings, names, device)
     return result
 
 
 def _write_run_folder(suite, spec: RunSpec, run_dir: Path, result: dict, model_info: dict, settings: dict,
-                      names: tuple[str, ...]) -> None:
+                      names: tuple[str, ...], device: torch.device) -> None:
     """config.json, provenance.json and result.json in a temporary sibling, renamed into place:
     the folder appears whole or not at all."""
     from bench.core.provenance import now, provenance
     config = folder.run_config(suite, spec)
-    config["evaluated"] = {"model": model_info, "evaluators": list(names),
-                           "settings": {k: v for k, v in settings.items() if k in names},
+    # what was evaluated and how: a trained run's config says how it was trained instead
+    config["evaluated"] = {"model": model_info, "evaluators": list(names), "settings": settings,
                            "subset_size": suite.evaluation.subset_size, "subset_seed": suite.evaluation.subset_seed}
+    made_parent = not run_dir.parent.exists()
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{run_dir.name}.", dir=run_dir.parent))
     try:
-        io.atomic_write_json(tmp / folder.CONFIG, io._jsonable(config))
-        io.atomic_write_json(tmp / folder.PROVENANCE, {**provenance(), "origin": EVALUATED, "model": model_info,
-                                                       "finished": now()})
+        umask = os.umask(0)
+        os.umask(umask)
+        tmp.chmod(0o777 & ~umask)   # mkdtemp's 0700, as a folder made by mkdir would be
+        io.atomic_write_json(tmp / folder.PROVENANCE, {**provenance(device), "origin": EVALUATED,
+                                                       "model": model_info, "finished": now()})
         io.atomic_write_json(tmp / folder.RESULT, result)
+        io.atomic_write_json(tmp / folder.CONFIG, config)   # last: a folder with config.json counts as a run
         os.replace(tmp, run_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
+        if made_parent:
+            shutil.rmtree(run_dir.parent, ignore_errors=True)
         raise

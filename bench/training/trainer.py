@@ -20,7 +20,7 @@ from bench.core.errors import BenchError
 from bench.config.params import resolve_params
 from bench.evaluation.hook import run_evaluators
 from bench.models.classifier import Classifier
-from bench.models.inference import outputs
+from bench.evaluation.inference import outputs
 from bench.core.progress import progress
 from bench.core.provenance import now, provenance
 from bench.runs import folder
