@@ -28,6 +28,8 @@ def add_arguments(subparsers) -> None:
     p.add_argument("--name", required=True, help="the model's name: its folder under <runs>/<suite>/ and its row")
     p.add_argument("--latent-layer", metavar="MODULE",
                    help="module whose output the geometry and collapse metrics measure (without it they are skipped)")
+    p.add_argument("--classifier-layer", metavar="MODULE",
+                   help="module whose (classes, latent) weight acts on the latent, for NC3 (default: NC3 not measured)")
     p.add_argument("--evaluators", nargs="+", metavar="NAME", help="only these of the suite's evaluators")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a suite value, as in `bench run` (repeatable)")
@@ -45,7 +47,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     apply_threads(args.threads)
     overrides = list(args.overrides) + ([f"runtime.device={args.device}"] if args.device else [])
     model, info = load_model(args.model, args.weights)
-    result = evaluate(model, args.suite, latent=args.latent_layer, runs=runs_root(args), name=args.name,
+    result = evaluate(model, args.suite, latent=args.latent_layer, classifier=args.classifier_layer, runs=runs_root(args), name=args.name,
                       evaluators=args.evaluators, overrides=overrides, imports=tuple(args.imports),
                       provenance=info, quiet=args.quiet)
     if not args.quiet:

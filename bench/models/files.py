@@ -20,6 +20,7 @@ import hashlib
 import importlib
 import importlib.util
 import sys
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -92,7 +93,9 @@ def load_model_file(path: Path) -> tuple[nn.Module, dict]:
         return module, {"format": "torch.export", **file_info(path)}
     if kind == "torchscript":
         try:
-            module = torch.jit.load(str(path), map_location="cpu")
+            with warnings.catch_warnings():   # its deprecation notice: the user chose the format, the docstring says so
+                warnings.simplefilter("ignore", FutureWarning)
+                module = torch.jit.load(str(path), map_location="cpu")
         except Exception as exc:
             raise BenchError(f"--model {path}: not a loadable TorchScript file ({_first_line(exc)})") from None
         return module, {"format": "torchscript", **file_info(path)}

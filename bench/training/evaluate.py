@@ -203,7 +203,23 @@ def _check_name(name: str | None, runs) -> str:
     return name
 
 
+def _classifier_weight(model: nn.Module, classifier: str | None, latent) -> torch.Tensor | None:
+    """The (K, d) weight of the module named ``classifier`` (NC3 compares it with the class means)."""
+    if classifier is None:
+        return None
+    if latent is None:
+        raise BenchError("a classifier layer (for NC3) needs a latent layer too: its weight acts on the latent")
+    modules = dict(model.named_modules())
+    weight = getattr(modules.get(classifier), "weight", None)
+    if classifier not in modules or not isinstance(weight, torch.Tensor) or weight.dim() != 2:
+        names = [n for n, m in modules.items() if isinstance(getattr(m, "weight", None), torch.Tensor)]
+        raise BenchError(f"no module {classifier!r} with a 2-D weight in the model; modules with a weight: "
+                         f"{', '.join(names) or '(none)'}")
+    return weight.detach()
+
+
 def evaluate(model: nn.Module, suite: Any = "digits", *, latent: str | Callable | None = None,
+             classifier: str | None = None,
              data: tuple[torch.Tensor, torch.Tensor] | None = None, runs: str | Path | None = None,
              name: str | None = None, evaluators: Sequence[str] | None = None,
              overrides: Sequence[str] = (), imports: Sequence[str] = (),
@@ -248,6 +264,7 @@ def evaluate(model: nn.Module, suite: Any = "digits", *, latent: str | Callable 
     device = device if isinstance(device, torch.device) else resolve_device(device or suite.runtime.device)
     configure(suite.runtime, device)
     probe = LatentProbe(model, latent).to(device)
+    weight = _classifier_weight(model, classifier, latent)
     # the checks, on up to 256 test inputs, before any attack
     sample = attack_subset(eval_data.test_y.shape[0], min(256, eval_data.test_y.shape[0]), suite.evaluation.subset_seed)
     checks = check_model(probe, eval_data.test_x[sample].float().div(eval_data.pixel_scale).to(device),
@@ -265,7 +282,8 @@ def evaluate(model: nn.Module, suite: Any = "digits", *, latent: str | Callable 
         probe, eval_data, subset_size=suite.evaluation.subset_size, subset_seed=suite.evaluation.subset_seed,
         device=device, batch_size=suite.recipe.eval_batch_size, amp=suite.runtime.amp,
         latents=latent is not None, latent_name=latent if isinstance(latent, str) else "latent",
-        num_classes=eval_data.num_classes, num_threads=suite.runtime.num_threads, quiet=quiet)
+        num_classes=eval_data.num_classes, num_threads=suite.runtime.num_threads, classifier_weight=weight,
+        quiet=quiet)
     if latent is not None and ctx.latents.get("test") is not None and ctx.latents["test"].dim() != 2:
         raise BenchError(f"latent {latent!r}: its output is not one vector per input")
     evaluations = run_evaluators(ctx, names, settings)
