@@ -256,3 +256,28 @@ def test_python_api_with_tensors_and_a_callable_latent(user_model):
     from bench.core.errors import BenchError
     with pytest.raises(BenchError, match="inputs must lie in"):
         evaluate(model, "digits", data=(x * 2, y))
+
+
+def test_the_readme_example_runs_as_written(tmp_path):
+    """README, "Evaluate your own model": its Python block, then its two commands, in a fresh folder."""
+    import os
+    import shlex
+    from conftest import REPO, run_cli
+    section = (REPO / "README.md").read_text().split("## Evaluate your own model", 1)[1].split("\n## ", 1)[0]
+    python_block = section.split("```python", 1)[1].split("```", 1)[0]
+    commands = [line for line in section.split("```bash", 1)[1].split("```", 1)[0].splitlines() if line.strip()]
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        exec(compile(python_block, "README.md (evaluate example)", "exec"), {})
+    finally:
+        os.chdir(here)
+    assert (tmp_path / "my-mlp.pt2").exists()
+    for command in commands:
+        argv = shlex.split(command)
+        assert argv[:3] == ["python", "-m", "bench"]
+        done = run_cli(argv[3:], tmp_path)
+        assert done.returncode == 0, done.stderr
+    result = result_of(tmp_path / "runs", "my-mlp")
+    assert result["origin"] == "evaluated" and result["test_acc"] > 0.9 and not result.get("skipped")
+    assert "| my-mlp (evaluated) |" in (tmp_path / "runs" / "leaderboards" / "digits.md").read_text()
