@@ -20,6 +20,7 @@ what is not JSON, such as adversarial inputs).
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -123,7 +124,6 @@ def attack_subset(num_test: int, size: int, seed: int) -> torch.Tensor:
 def run_evaluators(ctx: EvalContext, names: tuple[str, ...], settings: dict[str, dict], *,
                    wall_s: dict[str, float] | None = None) -> dict[str, dict]:
     """Run ``names`` in order on ``ctx``; ``wall_s``, when given, gets each one's seconds."""
-    import time
     for name in names:
         spec = EVALUATORS.get(name)
         opts = evaluator_options(name, settings)

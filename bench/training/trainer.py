@@ -25,7 +25,6 @@ from bench.core.progress import progress
 from bench.core.provenance import now, provenance
 from bench.runs import folder
 from bench.runs.folder import RESULT_SCHEMA, RunOutcome, RunSpec
-from bench.suites.imports import load_builtin_evaluators
 from registry import create_plugin
 
 CHECKPOINT_FORMAT = 1
