@@ -193,6 +193,10 @@ def test_a_harness_trained_run_evaluated_equals_bench_attack_on_its_folder(tmp_p
     capsys.readouterr()
     assert main(["attack", "--runs", str(tmp_path / "evaluated"), "--attacks", "deepfool"]) == 0
     assert "attacked 1 run(s)" in capsys.readouterr().out
+    # the report over trained and evaluated rows together: the leaderboard says which is which
+    assert main(["report", "--runs", str(tmp_path / "evaluated"), "--suite", "digits"]) == 0
+    board = (tmp_path / "evaluated" / "leaderboards" / "digits.md").read_text()
+    assert "| nopen-file (evaluated) |" in board and "| NoPen |" in board
 
 
 def _bad(args: list[str], tmp_path: Path, capsys, want: str) -> None:
