@@ -161,7 +161,6 @@ def test_the_run_folder_has_provenance_and_the_report_marks_the_row(user_model, 
     assert "| mine (evaluated) |" in board and "(evaluated): a model trained elsewhere" in board
 
 
-@pytest.mark.slow
 def test_a_harness_trained_run_evaluated_equals_bench_attack_on_its_folder(tmp_path, capsys):
     """Export a trained Classifier to .pt2; `bench evaluate` of it == `bench attack` of its folder."""
     from bench.training.trainer import load_trained_run
@@ -262,6 +261,7 @@ def test_python_api_with_tensors_and_a_callable_latent(user_model):
         evaluate(model, "digits", data=(x * 2, y))
 
 
+@pytest.mark.slow
 def test_the_readme_example_runs_as_written(tmp_path):
     """README, "Evaluate your own model": its Python block, then its two commands, in a fresh folder."""
     import os
