@@ -85,7 +85,7 @@ def make_context(scenario: str, seed: int = 0) -> EvalContext:
              for s in ys}
     data = SimpleNamespace(num_classes=CLASSES, pixel_scale=255.0,
                            test_x=torch.randint(0, 256, (N_TEST, 3, 32, 32), dtype=torch.uint8), test_y=ys["test"])
-    return EvalContext(suite=None, run=None, model=model, data=data, device=torch.device("cpu"), latents=zs,
+    return EvalContext(model=model, data=data, device=torch.device("cpu"), latents=zs,
                        labels=ys, predictions=preds, subset=torch.arange(1000), latent_name="z")
 
 

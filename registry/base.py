@@ -189,6 +189,12 @@ class Plugin(nn.Module):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def metric_classifier_weight(self) -> tuple[torch.Tensor | None, bool]:
+        """The final layer's (K, d) weight as it acts on the latent (for NC3; None: it has none),
+        and whether only each row's direction counts (a cosine classifier)."""
+        weight = getattr(getattr(self, "classifier", None), "weight", None)
+        return (weight.detach(), False) if isinstance(weight, torch.Tensor) else (None, False)
+
     def schedule_values(self) -> dict[str, float]:
         """Current values of the plugin's schedules (γ, margin, scale), for the log."""
         return {}

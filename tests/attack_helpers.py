@@ -47,7 +47,7 @@ def closed_form(model, x, y, norm="L2"):
 
 def make_ctx(model, codes, labels, pixel_scale=255.0):
     data = SimpleNamespace(test_x=codes, test_y=labels, pixel_scale=pixel_scale)
-    return EvalContext(suite=None, run=None, model=model, data=data, device=torch.device("cpu"), latents={},
+    return EvalContext(model=model, data=data, device=torch.device("cpu"), latents={},
                        labels={}, predictions={}, subset=torch.arange(len(labels)))
 
 

@@ -416,7 +416,7 @@ def trained_classifier():
         xs, ys = data.split(split)
         latents[split], preds[split] = predict(model, xs, data.pixel_scale, torch.device("cpu"), 1000)
         labels[split] = ys
-    ctx = EvalContext(suite=suite, run=None, model=model, data=data, device=torch.device("cpu"), latents=latents,
+    ctx = EvalContext(model=model, data=data, device=torch.device("cpu"), latents=latents,
                       labels=labels, predictions=preds, subset=attack_subset(data.test_y.shape[0], 80, 0))
     ctx.results["deepfool"] = deepfool_evaluator(ctx, DeepFoolOptions())
     ctx.results["attacks"] = attacks_evaluator(ctx, from_dict(AttacksOptions, {

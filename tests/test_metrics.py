@@ -153,7 +153,7 @@ def test_evaluators_record_none_with_reason(tmp_path):
     zt = torch.tensor(z, dtype=torch.float32)
     yt = torch.tensor(y)
     keep = yt != 2                                 # the test split lacks class 2
-    ctx = EvalContext(suite=None, run=None, model=torch.nn.Identity(), data=type("D", (), {"num_classes": 3})(),
+    ctx = EvalContext(model=torch.nn.Identity(), data=type("D", (), {"num_classes": 3})(),
                       device=torch.device("cpu"), latents={"train": zt, "test": zt[keep]},
                       labels={"train": yt, "test": yt[keep]}, predictions={"train": yt, "test": yt[keep]},
                       subset=torch.arange(10))
@@ -253,8 +253,7 @@ def test_entropy_evaluator_runs_the_knn_on_the_suite_threads():
     zt, yt = torch.tensor(z, dtype=torch.float32), torch.tensor(y)
     before = torch.get_num_threads()
     for threads, want in ((1, "1 thread(s)"), (0, f"{before} thread(s)")):     # 0: torch's own setting
-        suite = SimpleNamespace(runtime=SimpleNamespace(num_threads=threads))
-        ctx = EvalContext(suite=suite, run=None, model=torch.nn.Identity(), data=SimpleNamespace(num_classes=3),
+        ctx = EvalContext(num_threads=threads or None, model=torch.nn.Identity(), data=SimpleNamespace(num_classes=3),
                           device=torch.device("cpu"), latents={"train": zt, "test": zt}, labels={"train": yt, "test": yt},
                           predictions={"train": yt, "test": yt}, subset=torch.arange(10))
         ent = EVALUATORS.get("entropy")(ctx, evaluator_options("entropy", {"entropy": {"k": 5}}))

@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bench.evaluation.inference import outputs
 from bench.attacks.deepfool import DeepFoolOptions, deepfool
 from bench.attacks.outcomes import FLIPPED, MISCLASSIFIED, NOT_FLIPPED
 from bench.attacks.library import AttackInfo, AttackNotes, parse_budget
@@ -59,18 +60,11 @@ def _subset(ctx: EvalContext, max_inputs: int | None) -> tuple[torch.Tensor, tor
     return x, y
 
 
-@torch.no_grad()
 def model_outputs(model, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
     """The model's outputs on ``x`` (CPU), refusing non-finite values."""
-    out = []
-    for start in range(0, x.shape[0], batch_size):
-        logits = model(x[start:start + batch_size].to(device))
-        check_logits(logits)
-        out.append(logits.float().cpu())
-    return torch.cat(out)
+    return outputs(model, x, device=device, batch_size=batch_size, check=check_logits)[0]
 
 
-@torch.no_grad()
 def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> torch.Tensor:
     """Predicted classes of ``x`` (CPU), refusing non-finite logits."""
     return model_outputs(model, x, device, batch_size).argmax(1)

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from bench.evaluation.inference import outputs
 from bench.attacks.library import parse_budget
 from bench.attacks.methods import eps_key
 from bench.attacks.outcomes import MISCLASSIFIED, canonical_all
@@ -117,16 +118,11 @@ def noise_like(x: torch.Tensor, size: torch.Tensor, norm: str, generator: torch.
     return (xd + delta).clamp(0, 1).to(x.dtype)
 
 
-@torch.no_grad()
 def _latents(model, x: torch.Tensor, device: torch.device, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-    zs, preds = [], []
-    for start in range(0, x.shape[0], batch_size):
-        out = model.forward_all(x[start:start + batch_size].to(device))
-        zs.append(out.latent.detach().double().cpu())
-        preds.append(out.logits.argmax(1).cpu())
-    if not zs:
+    if x.shape[0] == 0:
         return np.zeros((0, 0)), np.zeros(0, dtype=np.int64)
-    return torch.cat(zs).numpy(), torch.cat(preds).numpy()
+    logits, z = outputs(model, x, device=device, batch_size=batch_size, latents=True)
+    return z.double().numpy(), logits.argmax(1).numpy()
 
 
 def _pick_eps(grid: list[float], wanted: float | None, norm: str) -> float:

@@ -101,8 +101,9 @@ def cmd_attack(args: argparse.Namespace) -> int:
     records = load_runs(root, suite_name(args))
     load_run_imports([i for r in records for i in r.imports], args.imports)
     load_builtin_evaluators()
-    done = [r for r in records if r.status == "done"]
-    skipped = len(records) - len(done)
+    done = [r for r in records if r.status == "done" and not r.evaluated]
+    evaluated = sum(r.evaluated for r in records)   # no checkpoint to reload: rerun `bench evaluate`
+    skipped = len(records) - len(done) - evaluated
     if not done:
         raise BenchError(f"no finished runs under {root} ({skipped} not done)")
     device = None
@@ -127,5 +128,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     names = ", ".join(plans[0][1])
     if not args.quiet:
         print(f"attacked {len(plans)} run(s) with {names} in {time.perf_counter() - started:.1f} s"
-              f"{f'; skipped {skipped} unfinished' if skipped else ''}; results merged into each result.json")
+              f"{f'; skipped {skipped} unfinished' if skipped else ''}"
+              f"{f'; skipped {evaluated} evaluated (rerun bench evaluate for them)' if evaluated else ''}; "
+              f"results merged into each result.json")
     return 0

@@ -71,7 +71,7 @@ def cmd_metrics(args) -> int:
     settings = parse_settings(args.settings, names)
     suite = records[0].suite
     selected = [r for r in records if args.plugins is None or r.plugin in args.plugins]
-    done = [r for r in selected if r.status == "done"]
+    done = [r for r in selected if r.status == "done" and not r.evaluated]   # evaluated: no checkpoint
     if not done:
         raise BenchError(f"no finished runs of suite {suite} under {root} to compute metrics for")
     skipped = len(selected) - len(done)

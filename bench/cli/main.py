@@ -7,10 +7,11 @@ import argparse
 import sys
 import warnings
 
-from bench.cli import cmd_attack, cmd_check, cmd_list, cmd_metrics, cmd_report, cmd_run, cmd_status
+from bench.cli import (cmd_attack, cmd_check, cmd_evaluate, cmd_list, cmd_metrics, cmd_report, cmd_run,
+                       cmd_status)
 from bench.core.errors import BenchError
 
-COMMAND_MODULES = (cmd_run, cmd_list, cmd_report, cmd_attack, cmd_metrics, cmd_check, cmd_status)
+COMMAND_MODULES = (cmd_run, cmd_evaluate, cmd_list, cmd_report, cmd_attack, cmd_metrics, cmd_check, cmd_status)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -20,6 +20,7 @@ what is not JSON, such as adversarial inputs).
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -33,16 +34,21 @@ from registry import Registry
 
 @dataclass
 class EvalContext:
-    suite: Any                      # bench.config.schema.Suite
-    run: Any                        # bench.runs.folder.RunSpec
-    model: torch.nn.Module          # Classifier, eval mode, on device; forward(x in [0,1]) -> logits
-    data: Any                       # bench.data.DataSplits (uint8, on CPU)
+    model: torch.nn.Module          # eval mode, on device; forward(x in [0,1]) -> logits; forward_all
+                                    # (x) -> .latent/.logits when latents were measured
+    data: Any                       # test_x/test_y/pixel_scale (bench.data.DataSplits or an EvalData)
     device: torch.device
     latents: dict[str, torch.Tensor]       # split -> (N, d) float32 on CPU (z, or h without one)
     labels: dict[str, torch.Tensor]        # split -> (N,) int64 on CPU
     predictions: dict[str, torch.Tensor]   # split -> (N,) int64 on CPU
     subset: torch.Tensor                   # indices into the test split used by attacks
-    latent_name: str = "z"                 # "z" (penultimate layer) or "h" (backbone features)
+    latent_name: str = "z"                 # "z" (penultimate layer), "h" (backbone features) or a module name
+    num_classes: int | None = None         # None: data.num_classes
+    num_threads: int | None = None         # the suite's runtime.num_threads (BLAS of the metrics); None: default
+    # the final layer's (K, d) weight as it acts on the latent (NC3), None when there is none, and
+    # whether only its rows' directions count (a cosine classifier)
+    classifier_weight: torch.Tensor | None = None
+    classifier_rows_normalised: bool = False
     results: dict[str, dict] = field(default_factory=dict)
     quiet: bool = True
     # non-JSON hand-over between evaluators of one session (e.g. adversarial inputs, keyed by
@@ -115,15 +121,20 @@ def attack_subset(num_test: int, size: int, seed: int) -> torch.Tensor:
     return torch.randperm(num_test, generator=g)[:size].sort().values
 
 
-def run_evaluators(ctx: EvalContext, names: tuple[str, ...], settings: dict[str, dict]) -> dict[str, dict]:
+def run_evaluators(ctx: EvalContext, names: tuple[str, ...], settings: dict[str, dict], *,
+                   wall_s: dict[str, float] | None = None) -> dict[str, dict]:
+    """Run ``names`` in order on ``ctx``; ``wall_s``, when given, gets each one's seconds."""
     for name in names:
         spec = EVALUATORS.get(name)
         opts = evaluator_options(name, settings)
         ctx.model.eval()
+        t0 = time.perf_counter()
         try:
             ctx.results[name] = spec(ctx, opts)
         finally:
             ctx.model.zero_grad(set_to_none=True)
+            if wall_s is not None:
+                wall_s[name] = time.perf_counter() - t0
     return ctx.results
 
 

@@ -37,7 +37,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 
 from bench.core.errors import BenchError
 from bench.evaluation.columns import RANK_GEOMETRY, Column
@@ -65,8 +64,7 @@ def _blas_threads(ctx: EvalContext):
 
 def _suite_threads(ctx: EvalContext) -> int | None:
     """The suite's ``runtime.num_threads`` (None when unset: the libraries' defaults)."""
-    threads = getattr(getattr(getattr(ctx, "suite", None), "runtime", None), "num_threads", 0)
-    return int(threads) if threads else None
+    return int(ctx.num_threads) if ctx.num_threads else None
 
 
 def _timed(fn):
@@ -82,8 +80,7 @@ def _timed(fn):
 
 
 def _num_classes(ctx: EvalContext) -> int:
-    k = getattr(ctx.model.head, "num_classes", None) if hasattr(ctx.model, "head") else None
-    return int(k if k is not None else ctx.data.num_classes)
+    return int(ctx.num_classes if ctx.num_classes is not None else ctx.data.num_classes)
 
 
 def _split_latents(ctx: EvalContext, split: str):
@@ -94,17 +91,10 @@ def _split_latents(ctx: EvalContext, split: str):
 
 def _classifier_weight(ctx: EvalContext) -> tuple[np.ndarray | None, str]:
     """The final layer's (K, d) weight as it acts on the latent, for NC3."""
-    head = getattr(ctx.model, "head", None)
-    clf = getattr(head, "classifier", None)
-    weight = getattr(clf, "weight", None)
-    if not isinstance(weight, torch.Tensor):
-        return None, "the model has no head.classifier.weight"
-    w = weight.detach().double().cpu().numpy()
-    try:
-        from registry.plugins.margin import NormalisedLinear
-    except ImportError:  # pragma: no cover - the margin plugins are optional
-        NormalisedLinear = ()
-    if isinstance(clf, NormalisedLinear):
+    if ctx.classifier_weight is None:
+        return None, "the model has no classifier weight acting on the latent"
+    w = ctx.classifier_weight.detach().double().cpu().numpy()
+    if ctx.classifier_rows_normalised:
         # a cosine classifier uses only each row's direction: compare that with the means
         norms = np.linalg.norm(w, axis=1, keepdims=True)
         return np.divide(w, norms, out=np.zeros_like(w), where=norms > 0), "row-normalised weight (cosine classifier)"

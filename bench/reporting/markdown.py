@@ -14,7 +14,7 @@ from bench.config.migrate import migrate_suite_dict
 from bench.core.errors import BenchError
 from bench.reporting.claims import ClaimResult
 from bench.reporting.format import NA, count, dig, fmt_any, fmt_stat, md_table, number, rel_link
-from bench.reporting.summary import SuiteSummary, plugin_order
+from bench.reporting.summary import SuiteSummary, is_evaluated, plugin_order
 from bench.reporting.tables import (RELIABILITY_LABEL, leaderboard_keys, masking_flags, ranking_key,
                                     reliability_text, robustness_order)
 from bench.runs.folder import LOG, PROVENANCE, RESULT, mixed_configs
@@ -170,11 +170,14 @@ def leaderboard_lines(summary: SuiteSummary, exports: list[str] = ()) -> list[st
     header = ["#", "plugin", "latent", "n",
               *(RELIABILITY_LABEL if k is None else catalogue.spec(k).label for k in header_keys)]
     rows = []
-    flagged_any = False
+    flagged_any = evaluated_any = False
     for rank, p in enumerate(robustness_order(summary), 1):
         n_expected = len(p.runs)
         flags = masking_flags(p)
         name = p.plugin
+        if is_evaluated(p):
+            name += " (evaluated)"
+            evaluated_any = True
         if flags:
             name += f" † ({flags}/{n_expected})"
             flagged_any = True
@@ -190,6 +193,9 @@ def leaderboard_lines(summary: SuiteSummary, exports: list[str] = ()) -> list[st
     if flagged_any:
         lines += ["", "† flagged by the gradient-masking cross-check in (k/n) of its counted runs: another "
                   "minimum-norm attack often found smaller perturbations, so its ρ may overstate its robustness."]
+    if evaluated_any:
+        lines += ["", "(evaluated): a model trained elsewhere and evaluated with this suite's protocol "
+                  "(`bench evaluate`); the other rows were trained by lpc-bench with the suite's recipe."]
     missing = [p for p in plugin_order(summary.config, {r.plugin for r in summary.records})
                if summary.plugin(p) is None]
     if missing:

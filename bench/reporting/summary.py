@@ -108,6 +108,11 @@ def plugin_order(config: dict, names) -> list[str]:
     return [p for p in suite_plugins if p in names] + sorted(names - set(suite_plugins))
 
 
+def is_evaluated(p: "PluginSummary") -> bool:
+    """Whether a row is a model evaluated by ``bench evaluate``, not trained by lpc-bench."""
+    return any(r.evaluated for r in p.runs)
+
+
 def latent_text(result: dict) -> str:
     name, dim = dig(result, ("latent", "name")), dig(result, ("latent", "dim"))
     if name is None:

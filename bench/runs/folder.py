@@ -403,6 +403,11 @@ class RunRecord:
         return self.result.get("status", "failed")
 
     @property
+    def evaluated(self) -> bool:
+        """A model evaluated by ``bench evaluate`` (no checkpoint here), not trained by lpc-bench."""
+        return (self.result or {}).get("origin") == "evaluated"
+
+    @property
     def imports(self) -> list[str]:
         return list(self.config.get("imports") or ())
 

@@ -349,38 +349,27 @@ def time_evaluators(suite: Suite, spec: RunSpec, data, device: torch.device) -> 
     """Seconds the suite's evaluators would take for one run of ``spec`` (see the module's
     docstring): timed on a freshly initialised model at two attack-subset sizes, each
     evaluator's time extended along the line through the two to the whole subset."""
-    from bench.evaluation.hook import EVALUATORS, EvalContext, attack_subset, evaluator_options
-    from bench.suites.imports import load_builtin_evaluators
-    from bench.training.trainer import build_model, predict
+    import dataclasses
+    from bench.evaluation.hook import run_evaluators
+    from bench.training.evaluate import classifier_context
+    from bench.training.trainer import build_model
 
     names = suite.evaluation.evaluators
     if not names:
         return 0.0
-    load_builtin_evaluators()
     model = build_model(suite, spec.plugin, data, spec.seed).to(device).eval()
     model.head.set_epoch(suite.recipe.epochs - 1)  # schedules as the evaluation sees them
-    bs, amp = suite.recipe.eval_batch_size, suite.runtime.amp
-    latents, predictions, labels = {}, {}, {}
-    for split in ("train", "val", "test"):
-        x, labels[split] = data.split(split)
-        latents[split], predictions[split] = predict(model, x, data.pixel_scale, device, bs, amp)
-    subset = attack_subset(data.test_y.shape[0], suite.evaluation.subset_size, suite.evaluation.subset_seed)
+    # the trainer's own evaluation set-up (one entry point), then its evaluators on two subset sizes
+    full, _ = classifier_context(suite, model, data, device)
+    subset = full.subset
     n = subset.shape[0]
     sizes = sorted({min(k, n) for k in PROBE_INPUTS})
     times: dict[int, list[float]] = {}
     for k in sizes:
-        ctx = EvalContext(suite=suite, run=spec, model=model, data=data, device=device, latents=latents,
-                          labels=labels, predictions=predictions, subset=subset[:k],
-                          latent_name="z" if model.head.penultimate is not None else "h", quiet=True)
-        times[k] = []
-        for name in names:  # as run_evaluators does it, one evaluator at a time, timed
-            evaluator, opts = EVALUATORS.get(name), evaluator_options(name, suite.evaluation.settings)
-            t0 = time.perf_counter()
-            try:
-                ctx.results[name] = evaluator(ctx, opts)
-            finally:
-                model.zero_grad(set_to_none=True)
-            times[k].append(time.perf_counter() - t0)
+        ctx = dataclasses.replace(full, subset=subset[:k], results={}, artifacts={})
+        wall: dict[str, float] = {}
+        run_evaluators(ctx, names, suite.evaluation.settings, wall_s=wall)
+        times[k] = [wall[name] for name in names]
     if len(sizes) == 1:
         return sum(times[sizes[0]])
     (k1, t1), (k2, t2) = (sizes[0], times[sizes[0]]), (sizes[1], times[sizes[1]])

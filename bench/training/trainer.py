@@ -18,14 +18,13 @@ from bench.data import DataSplits, DeviceLoader, load_dataset
 from bench.core.device import autocast, configure, resolve_device
 from bench.core.errors import BenchError
 from bench.config.params import resolve_params
-from bench.evaluation.figure_data import latent_histograms
-from bench.evaluation.hook import EvalContext, attack_subset, run_evaluators
+from bench.evaluation.hook import run_evaluators
 from bench.models.classifier import Classifier
+from bench.evaluation.inference import outputs
 from bench.core.progress import progress
 from bench.core.provenance import now, provenance
 from bench.runs import folder
 from bench.runs.folder import RESULT_SCHEMA, RunOutcome, RunSpec
-from bench.suites.imports import load_builtin_evaluators
 from bench.training.step import step_seed, training_step
 from registry import create_plugin
 
@@ -121,19 +120,13 @@ def batch_stream(loader: DeviceLoader, seed: int, start_step: int = 0) -> Iterat
         pass_index, skip = pass_index + 1, 0
 
 
-@torch.no_grad()
 def predict(model: Classifier, x: torch.Tensor, pixel_scale: float, device: torch.device,
             batch_size: int, amp: str = "off") -> tuple[torch.Tensor, torch.Tensor]:
     """(latents, predictions) for uint8 inputs, on CPU, in float32."""
     model.eval()
-    latents, preds = [], []
-    for start in range(0, x.shape[0], batch_size):
-        xb = x[start:start + batch_size].to(device).float().div_(pixel_scale)
-        with autocast(device, amp):
-            out = model.forward_all(xb)
-        latents.append(out.latent.float().cpu())
-        preds.append(out.logits.argmax(1).cpu())
-    return torch.cat(latents), torch.cat(preds)
+    logits, latents = outputs(model, x, device=device, batch_size=batch_size, pixel_scale=pixel_scale,
+                              latents=True, amp=amp)
+    return latents, logits.argmax(1)
 
 
 def _accuracy(model, x, y, data, device, batch_size, amp) -> float:
@@ -350,29 +343,13 @@ def _train_epoch(model: Classifier, optimizer, batches: Iterable, suite: Suite,
 
 def evaluate_run(suite: Suite, spec: RunSpec, model: Classifier, data: DataSplits,
                  device: torch.device, *, quiet: bool = True) -> dict:
-    """Accuracies on every split, latents, then the suite's evaluators."""
-    amp = suite.runtime.amp
-    bs = suite.recipe.eval_batch_size
-    latents, predictions, labels, accuracy = {}, {}, {}, {}
-    for split in ("train", "val", "test"):
-        x, y = data.split(split)
-        latents[split], predictions[split] = predict(model, x, data.pixel_scale, device, bs, amp)
-        labels[split] = y
-        accuracy[split] = float((predictions[split] == y).float().mean())
-    load_builtin_evaluators()
-    ctx = EvalContext(
-        suite=suite, run=spec, model=model.eval(), data=data, device=device, latents=latents,
-        labels=labels, predictions=predictions,
-        subset=attack_subset(data.test_y.shape[0], suite.evaluation.subset_size, suite.evaluation.subset_seed),
-        latent_name="z" if model.head.penultimate is not None else "h", quiet=quiet)
+    """Accuracies on every split, latents, then the suite's evaluators: ``bench.training.evaluate``'s
+    one entry point, given what the plugin knows (its latent and NC3's classifier weight)."""
+    from bench.training.evaluate import classifier_context, result_record
+    ctx, accuracy = classifier_context(suite, model, data, device, quiet=quiet)
     evaluations = run_evaluators(ctx, suite.evaluation.evaluators, suite.evaluation.settings)
     return {"schema": RESULT_SCHEMA, **spec.as_dict(), "status": "done",
-            "train_acc": accuracy["train"], "val_acc": accuracy["val"], "test_acc": accuracy["test"],
-            "latent": {"name": ctx.latent_name, "dim": int(latents["test"].shape[1])},
-            "schedules_final": model.head.schedule_values(),
-            # what the report's figures need, so that they are drawn from run folders alone
-            "figure_data": {"latent_histograms": latent_histograms(latents["train"], split="train")},
-            "evaluations": evaluations}
+            "schedules_final": model.head.schedule_values(), **result_record(ctx, accuracy, evaluations)}
 
 
 def load_trained_run(run_dir: Path, device: torch.device | None = None):

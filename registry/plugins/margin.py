@@ -38,6 +38,9 @@ class _MarginPlugin(Plugin):
     def build_classifier(self, in_features: int) -> nn.Module:
         return NormalisedLinear(in_features, self.num_classes)
 
+    def metric_classifier_weight(self) -> tuple[torch.Tensor | None, bool]:
+        return self.classifier.weight.detach(), True   # a cosine classifier: only the rows' directions count
+
     def schedule_values(self) -> dict[str, float]:
         return {"margin": self.params.margin(self.epoch), "scale": self.params.scale(self.epoch)}
 
