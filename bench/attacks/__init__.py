@@ -15,9 +15,9 @@ and the evaluators a suite can list, in this order (each needs the ones before i
 * ``best_known``: per input the smallest verified perturbation over every attack (ρ_best),
   best-known robust accuracy per ε;
 * ``reliability``: attack-failure checks (loss consistency, unbounded sanity, convergence,
-  DeepFool overstatement, AutoAttack's own flags); "potentially unreliable" with reasons;
+  DeepFool overstatement, AutoAttack's own flags, trimmed budgets), each finding naming the
+  numbers it doubts;
 * ``attack_collapse``: latent leaps, R and NC1 under attack and under equal-norm noise;
-* ``masking``: deprecated, superseded by reliability's DeepFool-overstatement check.
 
 ``python -m bench attack --runs DIR [--attacks deepfool pgd-l2 ddn-l2 reliability]`` runs them
 on finished runs without retraining (the evaluators a requested one needs are added).
@@ -27,14 +27,13 @@ from bench.attacks import library  # noqa: F401  (registers the torchattacks/foo
 from bench.attacks import autoattack  # noqa: F401  (registers autoattack-l2/-linf)
 from bench.attacks.deepfool import DeepFoolOptions, DeepFoolResult, deepfool
 from bench.attacks.attack_evaluators import AttacksOptions, attacks_evaluator, deepfool_evaluator
-from bench.attacks.masking import MaskingOptions, masking_check, masking_evaluator
 from bench.attacks.best_known import best_known, best_known_evaluator
 from bench.attacks.reliability import ReliabilityOptions, reliability_evaluator
 from bench.attacks.collapse import CollapseOptions, attack_collapse_evaluator, leap_share
 
 __all__ = [
     "ATTACKS", "AttackMethod", "AttacksOptions", "CollapseOptions", "DeepFoolOptions", "DeepFoolResult",
-    "MaskingOptions", "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attacks_evaluator",
+    "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attacks_evaluator",
     "best_known", "best_known_evaluator", "deepfool", "deepfool_evaluator", "get_attack", "leap_share",
-    "masking_check", "masking_evaluator", "register_attack", "reliability_evaluator",
+    "register_attack", "reliability_evaluator",
 ]
