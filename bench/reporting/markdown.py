@@ -192,7 +192,7 @@ def headline_lines(summary: SuiteSummary) -> list[str]:
     lines += md_table(header, rows)
     model = threat_model(summary)
     notes = []
-    if model:
+    if model and any(k.startswith(("ra_best:", "ra_autoattack:")) for k in keys):
         notes.append(f"RA columns at the suite's threat model, {readable(model[0])} ε = {readable(model[1])} "
                      f"(the RobustBench entries' norm and radius); every ε and norm is in *Robust accuracy* below.")
     if tied:
