@@ -644,4 +644,7 @@ def reliability_evaluator(ctx: EvalContext, opts: ReliabilityOptions) -> dict:
         "library_flags": library_flags(attacks),
         "trimmed_budget": trimmed_budget(ctx, attacks, best, opts),
     }
-    return {**summarise(checks, ctx.results), "checks": checks, "same_inputs": same_inputs(attacks, best)}
+    same = same_inputs(attacks, best)
+    # the verdict covers this evaluator's own columns too, as the report reads them back
+    own = {**ctx.results, "reliability": {"checks": checks, "same_inputs": same}}
+    return {**summarise(checks, own), "checks": checks, "same_inputs": same}
