@@ -518,10 +518,6 @@ def available_evaluation(suite) -> tuple[list[str], list[str], list[str]]:
     if methods and not kept and "attacks" in evaluators:
         evaluators.remove("attacks")
         dropped.append("evaluator attacks (none of its methods can run)")
-    min_norm = [n for n in kept if get_attack(n).kind == "min_norm" and not get_attack(n).linearisation]
-    if "masking" in evaluators and ("attacks" not in evaluators or not min_norm):
-        evaluators.remove("masking")
-        dropped.append("evaluator masking (no minimum-norm attack to compare DeepFool with)")
     return evaluators, kept, dropped
 
 

@@ -18,10 +18,9 @@ import pytest
 import torch
 from torch import nn
 
-from bench.attacks import ATTACKS, AttacksOptions, DeepFoolOptions, MaskingOptions, deepfool, masking_check
+from bench.attacks import ATTACKS, AttacksOptions, DeepFoolOptions, deepfool
 from bench.attacks.attack_evaluators import attacks_evaluator, deepfool_evaluator
 from bench.attacks.library import MethodOptions
-from bench.attacks.masking import masking_evaluator
 from bench.attacks.methods import attack_guard, register_attack
 from bench.core.errors import BenchError
 from bench.evaluation.hook import evaluator_options
@@ -199,34 +198,6 @@ def test_unverified_adversarials_never_count():
         ATTACKS.remove("test-nan")
 
 
-def test_masking_check_counts():
-    df = {"per_input": {"status": ["flipped", "flipped", "flipped", "already_misclassified", "not_flipped"],
-                        "norm": [1.0, 1.0, 1.0, None, None]}}
-    attacks = {"per_attack": {
-        "ddn-l2": {"kind": "min_norm", "norm": "L2", "linearisation": False, "per_input_norm": [0.5, 0.95, None, 0.1, 2.0]},
-        "deepfool-foolbox": {"kind": "min_norm", "norm": "L2", "linearisation": True, "per_input_norm": [0.01] * 5},
-    }}
-    out = masking_check(df, attacks, MaskingOptions(margin=0.1, threshold=0.25))
-    # input 0: 0.5 < 0.9 (smaller); 1: 0.95 (not); 2: nothing found (not); 3: skipped; 4: DeepFool failed
-    assert out["n_compared"] == 4 and out["fraction_smaller"] == 0.5 and out["flag"] is True
-    assert out["verdict"] == "DeepFool may overstate robustness" and out["compared_with"] == ["ddn-l2"]
-    assert out["n_deepfool_failed_other_found"] == 1
-    calm = masking_check(df, attacks, MaskingOptions(threshold=0.5))
-    assert calm["flag"] is False and calm["verdict"] == "ok"
-
-
-def test_masking_end_to_end_on_cosine_head():
-    model, x, y = trained("cosine")
-    codes = (x * 255).round().to(torch.uint8)
-    ctx = make_ctx(model, codes, y)
-    ctx.results["deepfool"] = deepfool_evaluator(ctx, DeepFoolOptions(max_inputs=60))
-    ctx.results["attacks"] = attacks_evaluator(ctx, from_dict(AttacksOptions, {
-        "methods": ["ddn-l2"], "max_inputs": 60, "params": {"ddn-l2": {"steps": 40}}}))
-    out = masking_evaluator(ctx, MaskingOptions())
-    assert out["n_compared"] > 40 and 0 <= out["fraction_smaller"] <= 1
-    assert set(out) >= {"fraction_smaller", "margin", "threshold", "flag", "verdict", "n_compared"}
-
-
 # ------------------------------------------------------------------------------ bad input
 def test_bad_options_are_one_line_errors():
     with pytest.raises(BenchError, match="unknown attack 'pgd-l3'; did you mean"):
@@ -261,8 +232,8 @@ def test_list_shows_evaluators_and_methods(capsys):
     assert main(["list", "attacks"]) == 0
     out = capsys.readouterr().out
     rows = [line.split(None, 1) for line in out.splitlines()[1:]]   # "  name  its docstring's first line"
-    assert out.startswith("attacks:\n") and [r[0] for r in rows[:7]] == [
-        "deepfool", "attacks", "masking", "best_known", "attack_unit_test", "reliability", "attack_collapse"]
+    assert out.startswith("attacks:\n") and [r[0] for r in rows[:6]] == [
+        "deepfool", "attacks", "best_known", "attack_unit_test", "reliability", "attack_collapse"]
     for name in ("fgsm", "pgd-linf", "pgd-l2", "cw-l2", "apgd-ce-linf", "apgd-t-l2", "square-linf",
                  "deepfool-foolbox", "deepfool-l2", "fmn-l2", "ddn-l2", "hsj-l2", "apgd-dlr-l2", "apgd-dlr-linf",
                  "autoattack-l2", "autoattack-linf", "ddn-l2-advlib", "fmn-l2-advlib", "fmn-linf-advlib"):
@@ -316,12 +287,6 @@ def test_non_finite_logits_are_refused():
         deepfool_evaluator(make_ctx(model, codes, y), DeepFoolOptions())
 
 
-def test_masking_needs_its_inputs():
-    model, codes, x, y = affine_problem(n=5, dtype=torch.float32)
-    with pytest.raises(BenchError, match="needs the deepfool and attacks evaluator"):
-        masking_evaluator(make_ctx(model, codes, y), MaskingOptions())
-
-
 def test_attack_guard_restores_state():
     model, x, y = trained("softmax")
     model.train()
@@ -370,6 +335,8 @@ def test_cli_attack_adds_evaluations(trained_run):
     assert ev["best_known"]["n_inputs"] == 80 and len(ev["best_known"]["per_input"]["norm_best"]) == 80
     assert ev["reliability"]["verdict"] in ("potentially unreliable", "no attack-failure indicator")
     assert ev["reliability"]["unreliable"] == bool(ev["reliability"]["reasons"])
+    assert ev["reliability"]["unreliable_headline"] == (ev["reliability"]["verdict"] == "potentially unreliable")
+    assert {f["check"] for f in ev["reliability"]["findings"]} >= {"convergence", "attack_unit_test"}
     assert ev["attack_collapse"]["conditions"]["clean"]["n"] == ev["best_known"]["n_correct"]
     assert {k: v for k, v in result.items() if k != "evaluations"} == \
            {k: v for k, v in before.items() if k != "evaluations"}
@@ -382,8 +349,8 @@ def test_cli_attack_orders_evaluators_by_requires():
     order, settings = plan_evaluators(["attack_collapse", "pgd-l2"], (), {})
     assert order == ("attacks", "deepfool", "best_known", "attack_collapse")   # requested first, then registry order
     assert settings["attacks"]["methods"] == ["pgd-l2"]
-    order, _ = plan_evaluators(["reliability", "masking"], (), {})
-    assert order == ("deepfool", "attacks", "masking", "best_known", "reliability")
+    order, _ = plan_evaluators(["reliability"], (), {})
+    assert order == ("deepfool", "attacks", "best_known", "reliability")
     order, _ = plan_evaluators(None, ("deepfool", "attacks", "geometry"), {})
     assert order == ("deepfool", "attacks")
     order, _ = plan_evaluators(None, ("geometry",), {})

@@ -180,7 +180,7 @@ def published_runs(root: Path, change=None) -> Path:
                      sigma_w_trace=at("sigma_w_mean_entry") * dim, cv_norm=at("cv_norm"),
                      cv_abs=at("cv_abs", 0.5), entropy=at("entropy_per_dim"), zero_knn=0.0, nc1=0.1,
                      gmm=at("gmm_score_mean"), gmm_min=at("gmm_score_min"), sigma_mean=0.1,
-                     peaks=at("peaks_dist_mean"), peaks_min=at("peaks_dist_min"), lipschitz=1.0, masking=0.0,
+                     peaks=at("peaks_dist_mean"), peaks_min=at("peaks_dist_min"), lipschitz=1.0,
                      gamma=model.startswith("LPC"))
             if change:
                 change(model, seed, v)

@@ -282,15 +282,15 @@ def test_bad_suite_file_contents(tmp_path, text, needle):
 
 
 @pytest.mark.parametrize("order, ok", [
-    ("[deepfool, attacks, masking]", True),
-    ("[masking, deepfool, attacks]", False),
-    ("[deepfool, masking]", False),
+    ("[deepfool, attacks, best_known]", True),
+    ("[best_known, deepfool, attacks]", False),
+    ("[deepfool, best_known]", False),
 ])
 def test_an_evaluator_must_come_after_those_it_reads(order, ok):
-    # masking compares DeepFool with the minimum-norm attacks: caught at load, not after training
+    # best_known reads DeepFool's and the attacks' results: caught at load, not after training
     overrides = [f"evaluation.evaluators={order}"]
     if ok:
-        assert load_suite("digits", overrides).evaluation.evaluators[-1] == "masking"
+        assert load_suite("digits", overrides).evaluation.evaluators[-1] == "best_known"
     else:
-        with pytest.raises(BenchError, match="'masking' needs"):
+        with pytest.raises(BenchError, match="'best_known' needs"):
             load_suite("digits", overrides)

@@ -127,7 +127,8 @@ def test_an_imported_plugin_runs_with_its_parameter_and_reaches_the_leaderboard(
     board = root / "runs" / "leaderboards" / "digits.md"
     assert board.is_file() and proc.stdout == ""          # --quiet: nothing on stdout
     row = next(line for line in board.read_text().splitlines() if "| CenterLoss |" in line and line.startswith("| "))
-    assert re.search(r"\| CenterLoss \| h \(256\) \| 1 \| \d+\.\d\d \| \d", row), row
+    assert re.search(r"\| CenterLoss \| 1 \| \d+\.\d\d \| \d", row), row        # the headline: n, clean acc, ρ
+    assert "| CenterLoss | h (256) |" in board.read_text().split("### Latent geometry", 1)[1]
     assert not (root / "leaderboards").exists()
 
 
@@ -248,9 +249,10 @@ def test_a_third_party_evaluator_reaches_the_leaderboard_csv_and_check(tmp_path)
     proc = bench(["report", "--runs", "runs"], tmp_path)
     assert proc.returncode == 0, proc.stderr
     board = (tmp_path / "runs" / "leaderboards" / "third.md").read_text()
-    header = next(line for line in board.splitlines() if line.startswith("| # | plugin |"))
+    other = board.split("### Other numbers", 1)[1]          # a third-party column's default section
+    header = next(line for line in other.splitlines() if line.startswith("| # | plugin |"))
     assert header.rstrip(" |").endswith("my margin score")
-    lpc_row = next(line for line in board.splitlines() if line.startswith("| ") and "| LPC |" in line)
+    lpc_row = next(line for line in other.splitlines() if line.startswith("| ") and "| LPC |" in line)
     assert lpc_row.rstrip(" |").endswith("0.805 ± 0.007")
     table = pd.read_csv(tmp_path / "runs" / "leaderboards" / "third.csv")
     assert table.set_index("plugin").loc["NoPen", "my_margin"] == pytest.approx(0.305)

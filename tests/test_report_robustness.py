@@ -27,7 +27,10 @@ _spec.loader.exec_module(factory)
 PLUGINS = ("LPC", "LPC-NARROW", "LinPen", "NoPen")
 SEEDS = (0, 1)
 OVERSTATED = {"LPC": 0.5, "LPC-NARROW": 0.4, "LinPen": 0.15, "NoPen": 0.1}
-UNRELIABLE_REASON = "clean accuracy below 1 % after the attack with gradients masked"
+UNRELIABLE_REASON = "400 steps of ddn-l2 (instead of 200) lower the median best-known norm by 12.0 %"
+AA_KEY = "ra_autoattack:Linf:0.0313725"
+AA_FINDING = {"check": "library_flags", "flag": True, "undermines": [AA_KEY], "covered_by": [],
+              "reason": "AutoAttack's own checks (autoattack-linf@0.0313725): square_beat_white_box"}
 # the columns the best-known evaluator declares under the standard keys (bench.evaluation.columns)
 BEST_KNOWN_COLUMNS = (
     Column("rho_best", "ρ best-known", ("rho_best_mean",), atol=1e-4, rank=RANK_HEADLINE),
@@ -64,7 +67,11 @@ def make_tree(root: Path, change=None, seeds=SEEDS) -> Path:
             values.update(overstated=OVERSTATED[plugin], unreliable=plugin == "LinPen")
             if change:
                 change(plugin, seed, values)
-            factory.write_run(root, suite, plugin, seed, 0.001, values=values, best_known=True)
+            path = factory.write_run(root, suite, plugin, seed, 0.001, values=values, best_known=True)
+            if plugin == "LinPen" and seed == 0:   # a finding about the AutoAttack number alone
+                result = json.loads((path / "result.json").read_text())
+                result["evaluations"]["reliability"]["findings"].append(AA_FINDING)
+                (path / "result.json").write_text(json.dumps(result))
     return root
 
 
@@ -92,18 +99,49 @@ def table(text: str, heading: str) -> list[list[str]]:
     return rows
 
 
-def test_headline_columns_sit_after_accuracy_and_before_the_other_attacks(board):
-    _, _, text = board
+HEADLINE = ["#", "plugin", "n", "test acc (%)", "ρ best-known (median)", "ρ DeepFool",
+            "RA best-known L∞ ε=8/255 (%)", "RA AutoAttack L∞ ε=8/255 (%)", "best-known ρ vs NoPen", "headline"]
+
+
+def test_the_headline_has_at_most_ten_columns_and_every_other_column_a_section(board):
+    root, _, text = board
     header = table(text, "## Leaderboard")[0]
-    assert header[:7] == ["#", "plugin", "latent", "n", "test acc (%)", "ρ best-known", "ρ best-known (median)"]
-    best_ra = [h for h in header if h.startswith("RA best-known")]
-    assert best_ra == ["RA best-known L2 ε=36/255 (%)", "RA best-known L2 ε=0.5 (%)", "RA best-known L2 ε=1 (%)",
-                       "RA best-known L∞ ε=2/255 (%)", "RA best-known L∞ ε=8/255 (%)"]
-    position = header.index
-    assert position(best_ra[-1]) < position("ρ DeepFool") < position("DeepFool ρ overstated by (%)") \
-        < position("reliability") < position("RA AutoAttack L∞ ε=8/255 (%)") < position("RA L2 ε=36/255 (%)") \
-        < position("R")
+    assert header == HEADLINE and len(header) <= 10
     assert "## Leaderboard (sorted by best-known ρ" in text
+    sections = text.split("## Details by section", 1)[1].split("## Class separation", 1)[0]
+    for heading in ("### Minimal perturbation", "### Robust accuracy, L∞", "### Robust accuracy, L2",
+                    "### Latent geometry"):
+        assert heading in sections, heading
+    # every column with a table is in the headline or a section (the CSV keeps them all, detail ones too)
+    from bench.reporting.summary import summarise_suite
+    from bench.reporting.tables import section_keys
+    summary = summarise_suite(root, None)
+    for section, keys in section_keys(summary).items():
+        for key in keys:
+            label = summary.catalogue.spec(key).label
+            assert f"| {label} |" in text or f"| {label}" in text, (section, key)
+    assert table(sections, "### Robust accuracy, L2")[0][3:] == [
+        "RA best-known L2 ε=36/255 (%)", "RA best-known L2 ε=0.5 (%)", "RA best-known L2 ε=1 (%)",
+        "RA L2 ε=36/255 (%)", "RA L2 ε=0.5 (%)", "RA L2 ε=1 (%)"]
+
+
+def test_ties_are_a_paired_test_over_seeds_and_inputs(board):
+    """p against the top row, by hand: per seed the mean paired difference of per-input ρ_best, a t test."""
+    from scipy import stats
+    root, out, text = board
+    rows = table(text, "## Leaderboard")[1:]
+    order = [row[1] for row in rows]
+    top = order[0]
+
+    def rho(plugin):
+        return [r["evaluations"]["best_known"]["per_input"]["rho_best"] for r in results(root, plugin)]
+    import pandas as pd
+    frame = pd.read_csv(out / "robust.csv").set_index("plugin")
+    for row, plugin in zip(rows[1:], order[1:]):
+        means = [statistics.fmean(a - b for a, b in zip(x, y)) for x, y in zip(rho(plugin), rho(top))]
+        p = stats.ttest_1samp(means, 0.0).pvalue
+        assert frame.loc[plugin, "p_vs_top"] == pytest.approx(p)
+        assert row[0].endswith("(=1)") == (p >= 0.05)
 
 
 def test_rows_rank_by_best_known_rho_and_cells_are_the_run_means(board):
@@ -125,16 +163,22 @@ def test_rows_rank_by_best_known_rho_and_cells_are_the_run_means(board):
                     df.append(per["norm_deepfool"][i] / per["x_norm"][i])
                     best.append(per["norm_best"][i] / per["x_norm"][i])
             share.append(1 - statistics.fmean(best) / statistics.fmean(df))
-        cell = row[header.index("DeepFool ρ overstated by (%)")]
+        overstated = next(r for r in table(text, "### Minimal perturbation") if r[1] == plugin)
+        cell = overstated[table(text, "### Minimal perturbation")[0].index("DeepFool ρ overstated by (%)")]
         assert cell.startswith(f"{statistics.fmean(share) * 100:.2f} ± {statistics.stdev(share) * 100:.2f}")
         aa = [r["evaluations"]["attacks"]["per_attack"]["autoattack-linf"]["robust_accuracy"]["0.0313725"]
               for r in runs]
         assert row[header.index("RA AutoAttack L∞ ε=8/255 (%)")].startswith(f"{statistics.fmean(aa) * 100:.2f} ± ")
-        reliability = row[header.index("reliability")]
-        if plugin == "LinPen":
-            assert reliability == f"potentially unreliable (2/2): {UNRELIABLE_REASON} 2/2"
+        verdict = row[header.index("headline")]
+        if plugin == "LinPen":   # convergence doubts the best-known ρ in both runs
+            assert verdict == "⚠ 2/2: convergence 2/2"
+            assert row[header.index("ρ best-known (median)")].endswith(" ⚠2/2")
+            assert row[header.index("RA AutoAttack L∞ ε=8/255 (%)")].endswith(" ⚠1/2")
         else:
-            assert reliability == "ok (2/2 checked)"
+            assert verdict == "✓ (2/2 checked)"
+            assert "⚠" not in row[header.index("RA AutoAttack L∞ ε=8/255 (%)")]
+        # DeepFool overstatement doubts DeepFool's ρ only, and only where it fired
+        assert row[header.index("ρ DeepFool")].endswith(" ⚠2/2") == (OVERSTATED[plugin] > 0.3)
 
 
 def test_budget_deviations_are_in_the_header(board):
@@ -178,7 +222,9 @@ def test_csv_and_robustbench_json_load_in_pandas(board):
     best = [r["evaluations"]["best_known"]["rho_best_mean"] for r in results(root, "LPC")]
     assert lpc["rho_best"] == pytest.approx(statistics.fmean(best))
     assert lpc["rho_best_std"] == pytest.approx(statistics.stdev(best)) and lpc["rho_best_n"] == 2
-    assert frame.set_index("plugin").loc["LinPen", "reliability"].startswith("potentially unreliable")
+    assert frame.set_index("plugin").loc["LinPen", "reliability"].startswith("headline potentially unreliable (2/2)")
+    assert frame.set_index("plugin").loc["LinPen", "rho_best_doubted"] == 2
+    assert frame.set_index("plugin").loc["LinPen", f"{AA_KEY}_doubted"] == 1
     assert len(entries) == len(PLUGINS)
     assert set(entries.columns) >= {"clean_acc", "autoattack_acc", "external", "unreliable", "eps", "architecture",
                                     "footnote"}
@@ -191,7 +237,11 @@ def test_csv_and_robustbench_json_load_in_pandas(board):
     assert by_name.loc["LPC", "external"] == pytest.approx(round(external * 100, 2))
     assert by_name.loc["LPC", "clean_acc"] == pytest.approx(round(statistics.fmean(r["test_acc"] for r in runs) * 100, 2))
     assert set(by_name["eps"]) == {"8/255"} and set(by_name["threat_model"]) == {"Linf"}
+    # flagged by the finding about the AutoAttack entry, not by convergence (which doubts L2 best-known)
     assert list(by_name["unreliable"][by_name["unreliable"]].index) == ["LinPen"]
+    assert not by_name["external_unreliable"].any()
+    assert "AutoAttack number doubted by library_flags (seed 0)" in by_name.loc["LinPen", "footnote"]
+    assert "doubted" not in by_name.loc["LPC", "footnote"]      # DeepFool findings do not touch the entry
     assert "apgd-ce and apgd-t only" in by_name.loc["NoPen", "footnote"]
 
 
@@ -208,8 +258,10 @@ def test_old_and_new_runs_in_one_table(tmp_path):
     rows = table(text, "## Leaderboard")
     header = rows[0]
     nopen = next(row for row in rows[1:] if row[1] == "NoPen")
-    for column in ("ρ best-known", "DeepFool ρ overstated by (%)", "reliability", "RA AutoAttack L∞ ε=8/255 (%)"):
+    for column in ("ρ best-known (median)", "headline", "RA AutoAttack L∞ ε=8/255 (%)"):
         assert nopen[header.index(column)] == "–", column
+    perturbation = table(text, "### Minimal perturbation")
+    assert next(r for r in perturbation if r[1] == "NoPen")[perturbation[0].index("ρ best-known")] == "–"
     assert rows[-1][1] == "NoPen"     # without the ranking ρ: last
 
 
@@ -254,12 +306,8 @@ def test_overstatement_pairs_deepfool_and_best_known_on_the_same_inputs():
     assert paired_overstatement(None) is None
 
 
-def test_without_the_deprecated_masking_results_the_deepfool_section_has_no_empty_columns(tmp_path):
+def test_the_deepfool_section_has_no_empty_columns(tmp_path):
     root = make_tree(tmp_path / "runs", seeds=(0,))
-    for path in root.rglob("result.json"):
-        result = json.loads(path.read_text())
-        del result["evaluations"]["masking"]
-        path.write_text(json.dumps(result))
     text = report.build_report(root, None, tmp_path / "lb").read_text()
     assert "gradient-masking cross-check" not in text
     rows = table(text, "## DeepFool outcomes")
@@ -270,42 +318,59 @@ def test_without_the_deprecated_masking_results_the_deepfool_section_has_no_empt
                         str(deepfool["n_already_misclassified"])]
 
 
-def test_the_reliability_cell_counts_runs_per_check_and_the_reasons_are_listed_run_by_run(board):
+def test_the_findings_are_listed_per_check_and_run_by_run_with_the_numbers_they_doubt(board):
     root, _, text = board
-    rows = table(text, "## Attack-failure checks, run by run")
-    assert rows[0] == ["plugin", "seed", "reasons"]
-    assert [r[:2] for r in rows[1:]] == [["LinPen", str(s)] for s in SEEDS]
-    assert all(r[2] == UNRELIABLE_REASON for r in rows[1:])
+    checks = table(text, "## Attack-failure findings")
+    assert checks[0] == ["check", "runs failed (plugin k/n)", "runs not measured"]
+    by_check = {r[0]: r for r in checks[1:]}
+    assert by_check["attack_unit_test"][1:] == ["none", str(len(PLUGINS) * len(SEEDS))]
+    assert by_check["convergence"][1] == "LinPen 2/2"
+    rows = table(text, "### Failed checks, run by run")
+    assert rows[0] == ["plugin", "seed", "check", "doubts", "reason"]
+    convergence = [r for r in rows[1:] if r[2] == "convergence"]
+    assert [r[:2] for r in convergence] == [["LinPen", str(s)] for s in SEEDS]
+    assert all(r[4] == UNRELIABLE_REASON and "ρ best-known (median)" in r[3] and "RA best-known L2 ε=1 (%)" in r[3]
+               and "L∞" not in r[3] for r in convergence)
+    overstatement = [r for r in rows[1:] if r[2] == "deepfool_overstatement"]
+    assert {r[0] for r in overstatement} == {p for p, share in OVERSTATED.items() if share > 0.3}
+    assert all(r[3] == "ρ DeepFool, ρ DeepFool (median)" for r in overstatement)
 
 
-@pytest.mark.parametrize("reason, check", [
-    ("loss consistency: at L2 ε = 1 the cross-entropy attacks leave 83.8 % robust, the margin-loss attacks 25.3 % "
-     "(gap 58.5 points > 5): cross-entropy may be masked", "loss consistency"),
-    ("unbounded sanity: fmn-l2 flipped only 83.2 % of the correct inputs it attacked (need 98.0 %)",
-     "unbounded sanity (fmn-l2)"),
-    ("unbounded sanity: 3.1 % of the correct inputs resist every attack at ε = ‖x‖₂ (need ≤ 2.0 %)",
-     "unbounded sanity"),
-    ("AutoAttack's own checks (autoattack-l2@0.5): square_beat_white_box", "AutoAttack: square_beat_white_box"),
-    ("DeepFool overstatement: on 45.8 % of the flipped inputs DeepFool's perturbation is more than 1.1× the "
-     "best-known one (threshold 25.0 %)", "DeepFool overstatement"),
-    ("the model's outputs look like probabilities (rows in [0, 1] summing to 1), not logits",
-     "the model's outputs look like probabilities (rows in [0, 1] summing to 1), not logits"),
-])
-def test_a_reason_names_its_check(reason, check):
-    from bench.reporting.summary import reason_check
-    assert reason_check(reason) == check
+def test_each_finding_undermines_exactly_the_columns_it_declares():
+    from bench.evaluation.findings import Finding, column_verdicts, doubted
+    keys = ["rho", "rho_best", "rho_best_median", "ra_best:L2:0.5", "ra_best:Linf:0.0313725", "ra:L2:0.5",
+            AA_KEY, "minnorm:fmn-l2"]
+    masked_ce = Finding("loss_consistency", True, ("attack:pgd-l2:L2:0.5",), ("ra:L2:0.5", "ra_best:L2:0.5"), "")
+    deepfool = Finding("deepfool_overstatement", True, ("rho", "rho_median"), ("rho_best",), "")
+    convergence = Finding("convergence", True, ("rho_best", "rho_best_median", "ra_best:L2:*"), (), "")
+    passed = Finding("convergence", False, ("rho_best",), (), "")
+    unmeasured = Finding("attack_unit_test", None, ("rho*",), (), "")
+    assert set(k for k, v in column_verdicts([masked_ce, passed, unmeasured], keys).items() if v != "ok") == set()
+    assert [k for k, v in column_verdicts([deepfool], keys).items() if v != "ok"] == ["rho"]
+    assert sorted(k for k, v in column_verdicts([convergence], keys).items() if v != "ok") == \
+        ["ra_best:L2:0.5", "rho_best", "rho_best_median"]
+    # coverage is per finding: the CE finding covering ra_best does not cancel convergence's doubt
+    assert doubted("ra_best:L2:0.5", [masked_ce, convergence]) == [convergence]
 
 
-def test_runs_failing_different_checks_are_counted_per_check(tmp_path):
-    from bench.reporting.summary import reliability
+def _run(tmp_path, seed, findings):
     from bench.runs.folder import RunRecord
-    reasons = {0: ["unbounded sanity: deepfool flipped only 70.3 % of the correct inputs it attacked (need 98.0 %)",
-                   "DeepFool overstatement: on 45.1 % of the flipped inputs …"],
-               1: ["DeepFool overstatement: on 56.9 % of the flipped inputs …"], 2: []}
-    runs = [RunRecord(tmp_path / str(seed), {"run": {"suite": "s", "plugin": "P", "seed": seed, "lr": 0.001}},
-                      {"evaluations": {"reliability": {"unreliable": bool(r), "reasons": r}}})
-            for seed, r in reasons.items()]
-    rel = reliability(runs)
-    assert (rel.unreliable, rel.checked) == (2, 3)
-    assert rel.checks == (("DeepFool overstatement", 2), ("unbounded sanity (deepfool)", 1))
+    return RunRecord(tmp_path / str(seed), {"run": {"suite": "s", "plugin": "P", "seed": seed, "lr": 0.001}},
+                     {"evaluations": {"reliability": {"findings": findings}}})
+
+
+def test_runs_failing_different_checks_are_counted_per_check_and_per_number(tmp_path):
+    from bench.reporting.summary import reliability
+    deepfool = {"check": "deepfool_overstatement", "flag": True, "undermines": ["rho"], "covered_by": [],
+                "reason": "…"}
+    convergence = {"check": "convergence", "flag": True, "undermines": ["rho_best"], "covered_by": [], "reason": "…"}
+    unmeasured = {"check": "attack_unit_test", "flag": None, "undermines": [], "covered_by": [], "reason": "…"}
+    runs = [_run(tmp_path, 0, [deepfool, convergence]), _run(tmp_path, 1, [deepfool, unmeasured]),
+            _run(tmp_path, 2, [unmeasured])]
+    rel = reliability(runs, {"rho", "rho_best", "test_acc"})
+    assert (rel.headline_doubted, rel.checked) == (1, 3)
+    assert rel.headline_checks == (("convergence", 1),)
+    assert rel.flagged == (("deepfool_overstatement", 2), ("convergence", 1))
+    assert rel.not_measured == (("attack_unit_test", 2),)
+    assert rel.doubted == {"rho": 2, "rho_best": 1}
     assert [seed for seed, _ in rel.per_run] == [0, 1]

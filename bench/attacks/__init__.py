@@ -15,11 +15,11 @@ and the evaluators a suite can list, in this order (each needs the ones before i
 * ``best_known``: per input the smallest verified perturbation over every attack (ρ_best),
   best-known robust accuracy per ε;
 * ``reliability``: attack-failure checks (loss consistency, unbounded sanity, convergence,
-  DeepFool overstatement, AutoAttack's own flags); "potentially unreliable" with reasons;
+  DeepFool overstatement, AutoAttack's own flags, trimmed budgets), each finding naming the
+  numbers it doubts;
 * ``attack_collapse``: latent leaps, R and NC1 under attack and under equal-norm noise;
 * ``attack_unit_test``: the suite's attacks on a model with a planted adversarial within ε of
   each input (Zimmermann et al. 2022): the share they find (``suite_pass_rate``, ``passed``);
-* ``masking``: deprecated, superseded by reliability's DeepFool-overstatement check.
 
 ``python -m bench attack --runs DIR [--attacks deepfool pgd-l2 ddn-l2 reliability]`` runs them
 on finished runs without retraining (the evaluators a requested one needs are added).
@@ -29,7 +29,6 @@ from bench.attacks import library  # noqa: F401  (registers the torchattacks/foo
 from bench.attacks import autoattack  # noqa: F401  (registers autoattack-l2/-linf)
 from bench.attacks.deepfool import DeepFoolOptions, DeepFoolResult, deepfool
 from bench.attacks.attack_evaluators import AttacksOptions, attacks_evaluator, deepfool_evaluator
-from bench.attacks.masking import MaskingOptions, masking_check, masking_evaluator
 from bench.attacks.best_known import best_known, best_known_evaluator
 # registered before reliability, which may read its verdict (run order follows registration)
 from bench.attacks.attack_unit_test import AttackUnitTestOptions, attack_unit_test_evaluator
@@ -38,7 +37,7 @@ from bench.attacks.collapse import CollapseOptions, attack_collapse_evaluator, l
 
 __all__ = [
     "ATTACKS", "AttackMethod", "AttackUnitTestOptions", "AttacksOptions", "CollapseOptions", "DeepFoolOptions", "DeepFoolResult",
-    "MaskingOptions", "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attack_unit_test_evaluator", "attacks_evaluator",
+    "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attack_unit_test_evaluator", "attacks_evaluator",
     "best_known", "best_known_evaluator", "deepfool", "deepfool_evaluator", "get_attack", "leap_share",
-    "masking_check", "masking_evaluator", "register_attack", "reliability_evaluator",
+    "register_attack", "reliability_evaluator",
 ]

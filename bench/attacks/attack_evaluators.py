@@ -73,7 +73,7 @@ def predict(model, x: torch.Tensor, device: torch.device, batch_size: int) -> to
 # ----- deepfool -------------------------------------------------------------------------
 
 @register_evaluator("deepfool", options=DeepFoolOptions, kind="attack", columns=(
-    Column("rho", "ρ DeepFool", ("rho_mean",), atol=1e-4, rank=RANK_DEEPFOOL),
+    Column("rho", "ρ DeepFool", ("rho_mean",), atol=1e-4, section="headline", rank=RANK_DEEPFOOL),
     Column("rho_median", "ρ DeepFool (median)", ("rho_median",), atol=1e-4, section="detail", rank=RANK_DEEPFOOL),
 ))
 def deepfool_evaluator(ctx: EvalContext, opts: DeepFoolOptions) -> dict:
@@ -279,13 +279,15 @@ def _autoattack_summary(notes: dict, m: int) -> dict:
 
 @register_evaluator("attacks", options=AttacksOptions, kind="attack", columns=(
     Column("ra:{0}:{1}", "RA {0} ε={1} (%)", ("robust_accuracy", "*", "*"), fmt="pct", atol=0.01, rtol=0.0,
-           rank=RANK_ATTACKS),
+           section="robustness", rank=RANK_ATTACKS),
     Column("minnorm:{0}", "{0} median min-norm", ("min_norm", "*", "median_norm"), atol=1e-4, section="detail",
            rank=RANK_ATTACKS),
     Column("ra_autoattack:Linf:{0}", "RA AutoAttack L∞ ε={0} (%)", ("per_attack", "autoattack-linf",
-           "robust_accuracy", "*"), fmt="pct", atol=0.01, rtol=0.0, rank=RANK_ATTACKS - 1),
+           "robust_accuracy", "*"), fmt="pct", atol=0.01, rtol=0.0, section="robustness",
+           rank=RANK_ATTACKS - 1),
     Column("ra_autoattack:L2:{0}", "RA AutoAttack L2 ε={0} (%)", ("per_attack", "autoattack-l2",
-           "robust_accuracy", "*"), fmt="pct", atol=0.01, rtol=0.0, rank=RANK_ATTACKS - 1),
+           "robust_accuracy", "*"), fmt="pct", atol=0.01, rtol=0.0, section="robustness",
+           rank=RANK_ATTACKS - 1),
 ))
 def attacks_evaluator(ctx: EvalContext, opts: AttacksOptions) -> dict:
     """torchattacks/foolbox/AutoAttack attacks at the suite's ε grids: worst-case robust accuracy, min-norm medians and curves."""

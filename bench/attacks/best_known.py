@@ -153,12 +153,13 @@ def _best_adversarials(ctx: EvalContext, result: dict, x: torch.Tensor) -> None:
 
 
 @register_evaluator("best_known", kind="attack", requires=("deepfool", "attacks"), columns=(
-    Column("rho_best", "ρ best-known", ("rho_best_mean",), atol=1e-4, rank=RANK_HEADLINE),
-    Column("rho_best_median", "ρ best-known (median)", ("rho_best_median",), atol=1e-4, rank=RANK_HEADLINE),
-    Column("n_unflipped", "inputs no attack flipped", ("n_unflipped",), fmt="count", atol=1, rtol=0,
+    Column("rho_best", "ρ best-known", ("rho_best_mean",), atol=1e-4, section="perturbation", rank=RANK_HEADLINE),
+    Column("rho_best_median", "ρ best-known (median)", ("rho_best_median",), atol=1e-4, section="headline",
            rank=RANK_HEADLINE),
+    Column("n_unflipped", "inputs no attack flipped", ("n_unflipped",), fmt="count", atol=1, rtol=0,
+           section="perturbation", rank=RANK_HEADLINE),
     Column("ra_best:{0}:{1}", "RA best-known {0} ε={1} (%)", ("robust_accuracy", "*", "*"), fmt="pct", atol=0.01,
-           rtol=0, rank=RANK_HEADLINE + 1),
+           rtol=0, section="robustness", rank=RANK_HEADLINE + 1),
     Column("optimality:{0}", "{0} optimality", ("optimality", "*", "optimality"), atol=0.02, rtol=0,
            section="detail", rank=RANK_HEADLINE + 2),
 ))

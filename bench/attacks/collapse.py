@@ -136,9 +136,10 @@ def _pick_eps(grid: list[float], wanted: float | None, norm: str) -> float:
 
 
 @register_evaluator("attack_collapse", options=CollapseOptions, kind="attack", requires=("best_known",), columns=(
-    Column("leap_share", "latent leaps at r_best (%)", ("leap_share",), fmt="pct", atol=0.02, rtol=0),
+    Column("leap_share", "latent leaps at r_best (%)", ("leap_share",), fmt="pct", atol=0.02, rtol=0,
+           section="collapse"),
     Column("leap_share_noise", "latent leaps, equal-norm noise (%)", ("leap_share_noise",), fmt="pct", atol=0.02,
-           rtol=0),
+           rtol=0, section="collapse"),
     Column("R_attacked", "R at r_best", ("R_mean",), atol=0.01, section="detail"),
     Column("R_noise", "R, equal-norm noise", ("R_mean_noise",), atol=0.01, section="detail"),
     Column("nc1_attacked", "NC1 at r_best", ("nc1",), atol=1e-4, section="detail"),

@@ -13,9 +13,12 @@ compares, so that a third-party evaluator reaches both without an edit elsewhere
 in ``key`` and (shown readably: ``Linf`` as ``L∞``, ``0.0313725`` as ``8/255``) in ``label``.
 Values that are missing, non-numeric or non-finite are skipped.
 
-``section`` says where a column appears: "main" (default) in the leaderboard and in
-``bench check``; "detail" only in ``bench check``, baselines, the CSV and the paper's
-tables. ``rank`` orders columns across evaluators (smaller first; ties in declaration
+``section`` names the leaderboard table a column appears in: "headline" (the short
+table at the top, at most 10 columns), "robustness", "perturbation", "geometry",
+"collapse" (one detail table each, below it), "main" (the default: a table of its own
+kind, "other numbers", for a third-party evaluator), or "detail" (no table: only
+``bench check``, baselines, the CSV and the paper's tables). Every section but "detail"
+is also in ``bench check``. ``rank`` orders columns across evaluators (smaller first; ties in declaration
 order); the built-in ranks are below, a new evaluator's default puts it after them.
 
 Some keys carry a meaning the report builds on beyond a column (the robustness headline,
@@ -30,7 +33,9 @@ from dataclasses import dataclass
 from typing import Any, Iterator
 
 FORMATS = ("sig", "pct", "count")
-SECTIONS = ("main", "detail")
+SECTIONS = ("headline", "robustness", "perturbation", "geometry", "collapse", "main", "detail")
+SECTION_TITLES = {"headline": "Headline", "robustness": "Robust accuracy", "perturbation": "Minimal perturbation",
+                  "geometry": "Latent geometry", "collapse": "Under attack", "main": "Other numbers"}
 
 # ranks of the built-in columns: accuracy, the robustness headline, DeepFool, the
 # attacks' grids, geometry; a new evaluator's columns come after them by default

@@ -116,13 +116,13 @@ class GeometryOptions:
 
 
 @register_evaluator("geometry", options=GeometryOptions, kind="metric", columns=(
-    Column("R", "R", ("train", "R_mean"), atol=0.01, rank=RANK_GEOMETRY),
-    Column("sigma_w_trace", "Σ_W trace", ("train", "sigma_w_trace"), atol=1e-9, rank=RANK_GEOMETRY + 1),
+    Column("R", "R", ("train", "R_mean"), atol=0.01, section="geometry", rank=RANK_GEOMETRY),
+    Column("sigma_w_trace", "Σ_W trace", ("train", "sigma_w_trace"), atol=1e-9, section="geometry", rank=RANK_GEOMETRY + 1),
     Column("sigma_w_mean_entry", "Σ_W mean entry", ("train", "sigma_w_mean_entry"), atol=1e-12, section="detail",
            rank=RANK_GEOMETRY + 1),
-    Column("cv_norm", "CV ‖z‖", ("train", "cv_norm"), atol=1e-3, rank=RANK_GEOMETRY + 2),
+    Column("cv_norm", "CV ‖z‖", ("train", "cv_norm"), atol=1e-3, section="geometry", rank=RANK_GEOMETRY + 2),
     Column("cv_abs", "CV |z_ij|", ("train", "cv_abs"), atol=1e-3, section="detail", rank=RANK_GEOMETRY + 2),
-    Column("nc1", "NC1", ("train", "nc1"), atol=1e-6, rank=RANK_GEOMETRY + 4),
+    Column("nc1", "NC1", ("train", "nc1"), atol=1e-6, section="geometry", rank=RANK_GEOMETRY + 4),
 ))
 @_timed
 def geometry_evaluator(ctx: EvalContext, opts: GeometryOptions) -> dict:
@@ -195,7 +195,7 @@ class EntropyOptions:
 
 
 @register_evaluator("entropy", options=EntropyOptions, kind="metric", columns=(
-    Column("entropy_per_dim", "H/d (nats)", ("train", "entropy_per_dim"), atol=0.02, rank=RANK_GEOMETRY + 3),
+    Column("entropy_per_dim", "H/d (nats)", ("train", "entropy_per_dim"), atol=0.02, section="geometry", rank=RANK_GEOMETRY + 3),
     Column("zero_knn_fraction", "zero k-NN dist. (%)", ("train", "zero_knn_fraction"), fmt="pct", atol=0.01,
            rtol=0.0, section="detail", rank=RANK_GEOMETRY + 3),
 ))
@@ -230,7 +230,7 @@ class BinarityOptions:
 
 
 @register_evaluator("binarity", options=BinarityOptions, kind="metric", columns=(
-    Column("gmm_score_mean", "binarity score", ("train", "gmm_score_mean"), atol=0.02, rank=RANK_GEOMETRY + 5),
+    Column("gmm_score_mean", "binarity score", ("train", "gmm_score_mean"), atol=0.02, section="geometry", rank=RANK_GEOMETRY + 5),
     Column("gmm_score_min", "binarity score (min)", ("train", "gmm_score_min"), atol=0.02, section="detail",
            rank=RANK_GEOMETRY + 5),
     Column("sigma_mean", "GMM σ (mean)", ("train", "sigma_mean"), atol=1e-6, section="detail", rank=RANK_GEOMETRY + 5),

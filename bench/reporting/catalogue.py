@@ -37,13 +37,14 @@ class Metric:
 
 # result.json's own numbers, read like an evaluator's columns but over the whole result
 CORE_COLUMNS = (
-    Column("test_acc", "test acc (%)", ("test_acc",), fmt="pct", atol=0.01, rtol=0.0, rank=RANK_ACCURACY),
+    Column("test_acc", "test acc (%)", ("test_acc",), fmt="pct", atol=0.01, rtol=0.0, section="headline",
+           rank=RANK_ACCURACY),
 )
 FINAL_LOSS = Metric("final_loss", "final train loss", atol=0.01, section="detail", rank=1000)
-FINAL_GAMMA = Metric("gamma_final", "final γ (log)", atol=0.0, rtol=1e-9, rank=RANK_GEOMETRY - DERIVED_RANK_STEP)
+FINAL_GAMMA = Metric("gamma_final", "final γ (log)", atol=0.0, rtol=1e-9, section="geometry", rank=RANK_GEOMETRY - DERIVED_RANK_STEP)
 SIGMA_W_PER_DIM = Metric("sigma_w_per_dim", "Σ_W trace / d", atol=1e-10, section="detail", rank=RANK_GEOMETRY + 1)
 OVERSTATEMENT = Metric("rho_overstatement", "DeepFool ρ overstated by (%)", fmt="pct", atol=0.02, rtol=0.0,
-                       rank=RANK_DEEPFOOL + DERIVED_RANK_STEP)
+                       section="perturbation", rank=RANK_DEEPFOOL + DERIVED_RANK_STEP)
 DERIVED = (FINAL_LOSS, FINAL_GAMMA, SIGMA_W_PER_DIM, OVERSTATEMENT)
 
 

@@ -15,8 +15,10 @@ from bench.core.errors import BenchError
 from bench.reporting.claims import ClaimResult
 from bench.reporting.format import NA, count, dig, fmt_any, fmt_stat, md_table, number, rel_link
 from bench.reporting.summary import SuiteSummary, is_evaluated, plugin_order
-from bench.reporting.tables import (RELIABILITY_LABEL, leaderboard_keys, masking_flags, ranking_key,
-                                    reliability_text, robustness_order)
+from bench.evaluation.columns import SECTION_TITLES, readable
+from bench.reporting.tables import (BASELINE_PLUGIN, HEADLINE_LABEL, cell, headline_keys, headline_text,
+                                    rank_text, ranking_key, robustness_order, section_keys, split_by_norm,
+                                    threat_model, ties, versus_base_text)
 from bench.runs.folder import LOG, PROVENANCE, RESULT, mixed_configs
 
 
@@ -26,7 +28,7 @@ def render(summary: SuiteSummary, claims: list[ClaimResult], out_dir: Path,
     lines += setup_lines(summary)
     lines += leaderboard_lines(summary, exports)
     lines += correlation_lines(summary, figure_notes.get("scatter", []))
-    lines += masking_lines(summary)
+    lines += deepfool_lines(summary)
     lines += reliability_lines(summary)
     lines += paper_table_lines(summary)
     lines += claim_lines(claims)
@@ -148,52 +150,84 @@ def setup_lines(summary: SuiteSummary) -> list[str]:
 
 LEGEND = ("Cells are mean ± sample standard deviation over the counted seeds (n; a single seed shows its "
           "value alone; \"(n=k)\" marks a metric measured on fewer seeds); \"–\": not measured (the "
-          "evaluator is not in the suite or produced no value). ρ: DeepFool's mean ‖r‖₂/‖x‖₂ over the "
+          "evaluator is not in the suite or produced no value); \"⚠k/n\": in k of the n runs an attack-failure "
+          "finding doubts that number (the findings are listed below). ρ: DeepFool's mean ‖r‖₂/‖x‖₂ over the "
           "test inputs it flipped (the DeepFool section below gives the counts); RA: robust accuracy (%) at "
           "radius ε in [0, 1] pixel space; Σ_W trace: trace of the within-class covariance (the paper "
           "prints the mean matrix entry: Table I below); CV ‖z‖: coefficient of variation of the latent "
           "norm; H/d: Kozachenko–Leonenko entropy (k = 20) per dimension, nats; NC1 = Tr(Σ_W Σ_B⁺)/K; "
           "binarity score: mean per-dimension log-likelihood of a 2-component Gaussian mixture.")
 LEGEND_BEST = ("Best-known ρ: per input, the smallest verified ‖r‖₂/‖x‖₂ any attack of the suite found (DeepFool "
-               "included), averaged over the inputs; best-known RA: robust accuracy against all of them together. "
+               "included), over the inputs; best-known RA: robust accuracy against all of them together. "
                "\"DeepFool ρ overstated by\": 1 − best-known ρ / DeepFool ρ on the same inputs (those DeepFool "
-               "flipped), the share of DeepFool's ρ that a stronger attack removes; \"reliability\": the evaluators' own checks of their attacks "
-               "(\"potentially unreliable\" names the failed checks, in k of n runs).")
+               "flipped), the share of DeepFool's ρ that a stronger attack removes. \"headline\": ✓ when no "
+               "attack-failure finding doubts the best-known ρ or RA of any counted run, else ⚠ with the checks "
+               "that doubt it (k of n runs); findings about other numbers mark only those cells.")
 
 
-def leaderboard_lines(summary: SuiteSummary, exports: list[str] = ()) -> list[str]:
-    keys, reliability_at = leaderboard_keys(summary)
+def headline_lines(summary: SuiteSummary) -> list[str]:
+    """The short table: rank (ties marked), plugin, n, the headline columns, the verdict."""
+    keys = headline_keys(summary)
     catalogue = summary.catalogue
-    header_keys: list[Any] = list(keys)
-    if reliability_at is not None:
-        header_keys.insert(reliability_at, None)
-    header = ["#", "plugin", "latent", "n",
-              *(RELIABILITY_LABEL if k is None else catalogue.spec(k).label for k in header_keys)]
+    order = robustness_order(summary)
+    tied = ties(summary, order)
+    base = summary.plugin(BASELINE_PLUGIN) if tied else None
+    header = ["#", "plugin", "n", *(catalogue.spec(k).label for k in keys)]
+    with_verdict = any(p.reliability for p in summary.plugins)
+    if base is not None:
+        header.append(f"best-known ρ vs {BASELINE_PLUGIN}")
+    if with_verdict:
+        header.append(HEADLINE_LABEL)
     rows = []
-    flagged_any = evaluated_any = False
-    for rank, p in enumerate(robustness_order(summary), 1):
-        n_expected = len(p.runs)
-        flags = masking_flags(p)
-        name = p.plugin
-        if is_evaluated(p):
-            name += " (evaluated)"
-            evaluated_any = True
-        if flags:
-            name += f" † ({flags}/{n_expected})"
-            flagged_any = True
-        cells = [reliability_text(p) if k is None else fmt_stat(p.stats.get(k), catalogue.spec(k).fmt, n_expected)
-                 for k in header_keys]
-        rows.append([str(rank), name, p.latent, str(n_expected), *cells])
+    for rank, p in enumerate(order, 1):
+        row = [rank_text(rank, p, tied.get(p.plugin)), p.plugin + (" (evaluated)" if is_evaluated(p) else ""), str(len(p.runs)),
+               *(cell(p, k, summary) for k in keys)]
+        if base is not None:
+            row.append(versus_base_text(p, tied.get(p.plugin), base))
+        if with_verdict:
+            row.append(headline_text(p))
+        rows.append(row)
     by = "best-known ρ" if ranking_key(summary) == "rho_best" else "DeepFool ρ"
     lines = [f"## Leaderboard (sorted by {by}, most robust first; plugins without ρ last, in suite order)", ""]
     lines += md_table(header, rows)
+    model = threat_model(summary)
+    notes = []
+    if model and any(k.startswith(("ra_best:", "ra_autoattack:")) for k in keys):
+        notes.append(f"RA columns at the suite's threat model, {readable(model[0])} ε = {readable(model[1])} "
+                     f"(the RobustBench entries' norm and radius); every ε and norm is in *Robust accuracy* below.")
+    if tied:
+        notes.append("\"(=1)\": the row's best-known ρ does not differ from the top row's (paired over seeds and "
+                     "inputs: per seed the mean over shared flipped inputs of the difference, a t test over seeds; "
+                     "one seed: Wilcoxon over inputs; p ≥ 0.05)" + (f"; the same test against {BASELINE_PLUGIN} in "
+                                                                    f"its column." if base is not None else "."))
+    return lines + ([""] + [" ".join(notes)] if notes else [])
+
+
+def section_lines(summary: SuiteSummary) -> list[str]:
+    """One table per named section (robust accuracy: one per norm), rows in leaderboard order."""
+    order = robustness_order(summary)
+    lines = []
+    for section, keys in section_keys(summary).items():
+        if section == "headline":
+            continue
+        groups = split_by_norm(summary, keys) if section == "robustness" else [(None, keys)]
+        for norm, group in groups:
+            title = SECTION_TITLES.get(section, section)
+            lines += [f"### {title}" + (f", {readable(norm)}" if norm else ""), ""]
+            header = ["#", "plugin", "latent" if section == "geometry" else "n",
+                      *(summary.catalogue.spec(k).label for k in group)]
+            rows = [[str(rank), p.plugin, p.latent if section == "geometry" else str(len(p.runs)),
+                     *(cell(p, k, summary) for k in group)] for rank, p in enumerate(order, 1)]
+            lines += md_table(header, rows) + [""]
+    return lines
+
+
+def leaderboard_lines(summary: SuiteSummary, exports: list[str] = ()) -> list[str]:
+    lines = headline_lines(summary)
     lines += ["", LEGEND]
-    if "rho_best" in summary.keys() or reliability_at is not None:
+    if "rho_best" in summary.keys() or any(p.reliability for p in summary.plugins):
         lines += ["", LEGEND_BEST]
-    if flagged_any:
-        lines += ["", "† flagged by the gradient-masking cross-check in (k/n) of its counted runs: another "
-                  "minimum-norm attack often found smaller perturbations, so its ρ may overstate its robustness."]
-    if evaluated_any:
+    if any(is_evaluated(p) for p in summary.plugins):
         lines += ["", "(evaluated): a model trained elsewhere and evaluated with this suite's protocol "
                   "(`bench evaluate`); the other rows were trained by lpc-bench with the suite's recipe."]
     missing = [p for p in plugin_order(summary.config, {r.plugin for r in summary.records})
@@ -201,8 +235,9 @@ def leaderboard_lines(summary: SuiteSummary, exports: list[str] = ()) -> list[st
     if missing:
         lines += ["", f"Plugins with no counted run: {', '.join(missing)} (see *Runs not counted*)."]
     if exports:
-        lines += ["", "The same table with every column, as data: " + " · ".join(exports) + "."]
-    return lines + [""]
+        lines += ["", "The same tables with every column, as data: " + " · ".join(exports) + "."]
+    lines += ["", "## Details by section", ""] + section_lines(summary)
+    return lines
 
 
 # --------------------------------------------------------------------------- R vs ρ
@@ -279,62 +314,68 @@ def correlation_lines(summary: SuiteSummary, figure: list[str]) -> list[str]:
     return lines + [""]
 
 
-# --------------------------------------------------------------------------- DeepFool and masking
+# --------------------------------------------------------------------------- DeepFool and findings
 
-def masking_lines(summary: SuiteSummary) -> list[str]:
-    """DeepFool's per-input outcomes beside the other minimum-norm attacks; the deprecated
-    ``masking`` cross-check's columns only where a run has its results (the ``reliability``
-    evaluator's overstatement share sits in the leaderboard)."""
-    rows, any_data, any_masking = [], False, False
+def deepfool_lines(summary: SuiteSummary) -> list[str]:
+    """DeepFool's per-input outcomes beside the other minimum-norm attacks."""
+    rows, any_data = [], False
     for p in summary.plugins:
         df = [dig(r.result, ("evaluations", "deepfool")) for r in p.runs]
-        mk = [dig(r.result, ("evaluations", "masking")) for r in p.runs]
         counts = []
         for key in ("n_flipped", "n_not_flipped", "n_already_misclassified"):
             values = [number(d.get(key)) for d in df if isinstance(d, dict)]
             values = [v for v in values if v is not None]
             counts.append(str(int(sum(values))) if values else NA)
-        mk = [m for m in mk if isinstance(m, dict)]
-        any_masking = any_masking or bool(mk)
-        flagged = sum(bool(m.get("flag")) for m in mk)
-        verdicts = sorted({str(m["verdict"]) for m in mk if m.get("verdict") is not None})
         minnorm = [f"{k.split(':', 1)[1]} {fmt_stat(p.stats[k])}" for k in p.stats if k.startswith("minnorm:")]
-        if any(c != NA for c in counts) or mk or minnorm:
+        if any(c != NA for c in counts) or minnorm:
             any_data = True
-        rows.append([p.plugin, *counts, "; ".join(minnorm) or NA,
-                     fmt_stat(p.stats.get("masking_fraction"), "pct"),
-                     f"{flagged}/{len(mk)}" if mk else NA, "; ".join(verdicts) or NA])
-    if not any_masking:
-        lines = ["## DeepFool outcomes", ""]
-        if not any_data:
-            return lines + ["No DeepFool results in these runs (evaluators `deepfool`, `attacks` not in the suite).", ""]
-        lines += md_table(["plugin", "flipped", "not flipped", "already misclassified",
-                           "median min-norm (other attacks)"], [row[:5] for row in rows])
-        return lines + ["", "Counts are summed over the counted seeds; DeepFool's ρ averages only the flipped inputs "
-                        "(\"not flipped\": DeepFool failed within its iterations; the best-known ρ counts them with "
-                        "the other attacks' perturbations).", ""]
-    lines = ["## DeepFool outcomes and the gradient-masking cross-check", ""]
-    lines += md_table(["plugin", "flipped", "not flipped", "already misclassified", "median min-norm (other attacks)",
-                       "smaller than DeepFool (%)", "runs flagged", "verdict"], rows)
-    lines += ["", "Counts are summed over the counted seeds; ρ averages only the flipped inputs. "
-              "\"smaller than DeepFool\": the fraction of inputs where another minimum-norm attack found a "
-              "perturbation more than 10 % smaller than DeepFool's; a flagged run's ρ may overstate its "
-              "robustness.", ""]
-    return lines
+        rows.append([p.plugin, *counts, "; ".join(minnorm) or NA])
+    lines = ["## DeepFool outcomes", ""]
+    if not any_data:
+        return lines + ["No DeepFool results in these runs (evaluators `deepfool`, `attacks` not in the suite).", ""]
+    lines += md_table(["plugin", "flipped", "not flipped", "already misclassified",
+                       "median min-norm (other attacks)"], rows)
+    return lines + ["", "Counts are summed over the counted seeds; DeepFool's ρ averages only the flipped inputs "
+                    "(\"not flipped\": DeepFool failed within its iterations; the best-known ρ counts them with "
+                    "the other attacks' perturbations).", ""]
+
+
+def _doubted_label(summary: SuiteSummary, keys) -> str:
+    labels = [summary.catalogue.spec(k).label for k in sorted(keys, key=summary.catalogue.sort_key)]
+    return ", ".join(labels) if labels else "no reported column"
 
 
 def reliability_lines(summary: SuiteSummary) -> list[str]:
-    """Every flagged run's reasons in full (the leaderboard cell names only the checks)."""
-    rows = [[p.plugin, str(seed), "; ".join(reasons) or "no reason recorded"]
-            for p in summary.plugins if p.reliability for seed, reasons in p.reliability.per_run]
-    if not rows:
+    """The attack-failure findings: per check (runs failed, not measured) and per failed run
+    (the reason and the numbers it doubts)."""
+    from bench.evaluation.findings import doubted
+    plugins = [p for p in summary.plugins if p.reliability]
+    if not plugins:
         return []
-    return ["## Attack-failure checks, run by run", "",
-            "The `reliability` evaluator's reasons for each run it marked potentially unreliable (the leaderboard "
-            "cell counts the runs per check). A flag says an attack may have failed on that run. The best-known "
-            "numbers are the minimum over all attacks, the margin-loss ones included, so one failing attack (DeepFool, "
-            "a cross-entropy attack) affects them only where every attack failed on the same inputs; they stay "
-            "upper bounds on the smallest perturbation.", "", *md_table(["plugin", "seed", "reasons"], rows), ""]
+    keys = summary.keys()
+    checks = sorted({c for p in plugins for c, _ in p.reliability.flagged + p.reliability.not_measured})
+    rows = []
+    for check in checks:
+        failed = [f"{p.plugin} {n}/{p.reliability.checked}" for p in plugins for c, n in p.reliability.flagged
+                  if c == check]
+        unmeasured = sum(n for p in plugins for c, n in p.reliability.not_measured if c == check)
+        rows.append([check, "; ".join(failed) or "none", str(unmeasured) if unmeasured else "0"])
+    lines = ["## Attack-failure findings", "",
+             "Each check of the `reliability` evaluator names the numbers its failure doubts; a number another "
+             "value already absorbs (the cross-entropy attacks' RA, inside the worst case and best-known RA that "
+             "include the margin-loss attacks) is not marked. \"not measured\": the check did not run or had "
+             "nothing to judge, in that many runs.", "",
+             *md_table(["check", "runs failed (plugin k/n)", "runs not measured"], rows), ""]
+    run_rows = []
+    for p in plugins:
+        for seed, found in p.reliability.per_run:
+            for f in found:
+                hit = {k for k in keys if f.doubts(k) and doubted(k, [f])}
+                run_rows.append([p.plugin, str(seed), f.check, _doubted_label(summary, hit), f.reason])
+    if run_rows:
+        lines += ["### Failed checks, run by run", "", *md_table(["plugin", "seed", "check", "doubts", "reason"],
+                                                                 run_rows), ""]
+    return lines
 
 
 # --------------------------------------------------------------------------- the paper's tables

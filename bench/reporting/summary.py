@@ -5,7 +5,7 @@
 reads every number of every done run through the catalogue (the evaluators' declared
 columns) and reduces the counted runs to mean ± std over seeds. It also gathers what the
 report states beside the numbers: provenance, attack-budget deviations recorded by the
-evaluators, reliability flags, and the correlation of class separation R with
+evaluators, the reliability findings (which numbers each failed check doubts), and the correlation of class separation R with
 robustness across runs (``bench.metrics.correlation``, the one implementation of it).
 """
 from __future__ import annotations
@@ -14,14 +14,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.attacks.reliability import upgrade as reliability_upgrade
 from bench.core.errors import BenchError
+from bench.evaluation.findings import Finding, doubted as doubted_by, is_headline
 from bench.reporting.catalogue import Catalogue
 from bench.reporting.format import NA, dig
 from bench.reporting.stats import Stat
 from bench.runs.folder import RunRecord, load_runs, select_best_lr
 
 # result entries the report reads for a meaning of their own (besides the columns)
-RELIABILITY = ("evaluations", "reliability")          # {unreliable: bool, reasons: [...]}
+RELIABILITY = ("evaluations", "reliability")          # {findings: [...], column_verdict: {...}, ...}
 BEST_KNOWN_PER_INPUT = ("evaluations", "best_known", "per_input")   # {norm_best: [...], norm_deepfool: [...]}
 
 
@@ -37,21 +39,32 @@ class Correlation:
 
 @dataclass(frozen=True)
 class Reliability:
-    unreliable: int          # counted runs flagged potentially unreliable
-    checked: int             # counted runs with a reliability verdict
-    checks: tuple[tuple[str, int], ...]          # (failed check, runs it failed in), most frequent first
-    per_run: tuple[tuple[int, tuple[str, ...]], ...]   # (seed, reasons) of each flagged run
+    """The reliability findings of a plugin's counted runs (``bench.evaluation.findings``)."""
+
+    checked: int                                     # counted runs with a reliability result
+    headline_doubted: int                            # runs whose headline (best-known ρ / RA) a finding doubts
+    headline_checks: tuple[tuple[str, int], ...]     # (check doubting the headline, runs), most frequent first
+    flagged: tuple[tuple[str, int], ...]             # (check that failed, runs): whatever number it doubts
+    not_measured: tuple[tuple[str, int], ...]        # (check that could not judge, runs)
+    doubted: dict[str, int]                          # column key -> runs in which a finding doubts it
+    per_run: tuple[tuple[int, tuple[Finding, ...]], ...]   # (seed, its failed findings) of each run with one
+
+    @property
+    def unreliable(self) -> int:
+        """Runs whose headline is potentially unreliable (RobustBench's meaning of the flag)."""
+        return self.headline_doubted
+
+    def doubting(self, key: str) -> int:
+        return self.doubted.get(key, 0)
 
 
-def reason_check(reason: str) -> str:
-    """The check a reliability reason names, without its numbers: "loss consistency",
-    "unbounded sanity (fmn-l2)", "AutoAttack: square_beat_white_box", ..."""
-    head, _, rest = reason.partition(": ")
-    if head == "unbounded sanity" and " flipped only " in rest:
-        return f"unbounded sanity ({rest.split(' ', 1)[0]})"
-    if head.startswith("AutoAttack's own checks"):
-        return f"AutoAttack: {rest}" if rest else "AutoAttack's own checks"
-    return head if rest else reason
+def run_findings(result: dict) -> list[Finding] | None:
+    """A run's findings: as stored, or derived from its structured checks (older results)."""
+    evaluations = (result or {}).get("evaluations") or {}
+    entry = reliability_upgrade(evaluations.get("reliability"), evaluations)
+    if not isinstance(entry, dict) or not isinstance(entry.get("findings"), list):
+        return None
+    return [Finding.from_dict(f) for f in entry["findings"]]
 
 
 @dataclass
@@ -173,19 +186,33 @@ def budget_deviations(records: list[RunRecord]) -> list[str]:
     return [f"{text} ({n} run{'s' if n != 1 else ''})" for text, n in sorted(found.items())]
 
 
-def reliability(runs: list[RunRecord]) -> Reliability | None:
-    verdicts = [(r.seed, v) for r, v in ((r, dig(r.result, RELIABILITY)) for r in runs)
-                if isinstance(v, dict) and "unreliable" in v]
-    if not verdicts:
-        return None
-    per_run = tuple((seed, tuple(str(x) for x in (v.get("reasons") or ()))) for seed, v in verdicts
-                    if v.get("unreliable"))
+def _counted(pairs) -> tuple[tuple[str, int], ...]:
     counts: dict[str, int] = {}
-    for _, reasons in per_run:
-        for check in {reason_check(reason) for reason in reasons}:
-            counts[check] = counts.get(check, 0) + 1
-    checks = tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
-    return Reliability(len(per_run), len(verdicts), checks, per_run)
+    for names in pairs:
+        for name in set(names):
+            counts[name] = counts.get(name, 0) + 1
+    return tuple(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def reliability(runs: list[RunRecord], keys: set[str]) -> Reliability | None:
+    """Per plugin: which runs' findings doubt which of ``keys`` (the suite's column keys)."""
+    per = [(r.seed, f) for r, f in ((r, run_findings(r.result)) for r in runs) if f is not None]
+    if not per:
+        return None
+    doubted: dict[str, int] = {}
+    headline = []
+    for _, found in per:
+        hits = {k for k in keys if doubted_by(k, found)}
+        for k in hits:
+            doubted[k] = doubted.get(k, 0) + 1
+        headline.append({f.check for k in hits if is_headline(k) for f in doubted_by(k, found)})
+    return Reliability(
+        checked=len(per), headline_doubted=sum(bool(h) for h in headline), headline_checks=_counted(headline),
+        flagged=_counted([{f.check for f in found if f.flag} for _, found in per]),
+        not_measured=_counted([{f.check for f in found if f.flag is None} - {f.check for f in found if f.flag is not None}
+                               for _, found in per]),
+        doubted=doubted,
+        per_run=tuple((seed, tuple(f for f in found if f.flag)) for seed, found in per if any(f.flag for f in found)))
 
 
 def summarise_suite(runs_root: Path, suite: str | None = None, *, imports: tuple[str, ...] = ()) -> SuiteSummary:
@@ -200,7 +227,12 @@ def summarise_suite(runs_root: Path, suite: str | None = None, *, imports: tuple
     catalogue = Catalogue.from_registry()
     records.sort(key=lambda r: (r.plugin, r.seed, r.lr, str(r.path)))
     best = select_best_lr(records)
+    for r in records:   # older results: findings derived from their structured checks, in memory only
+        evaluations = (r.result or {}).get("evaluations")
+        if isinstance(evaluations, dict) and isinstance(evaluations.get("reliability"), dict):
+            evaluations["reliability"] = reliability_upgrade(evaluations["reliability"], evaluations)
     values = {str(r.path): catalogue.run_metrics(r.result, r.log()) for r in records if r.status == "done"}
+    all_keys = {k for v in values.values() for k in v}
     plugins = []
     for plugin in plugin_order(records[0].config, {r.plugin for r in records}):
         runs = sorted((rec for (p, _), rec in best.items() if p == plugin), key=lambda r: r.seed)
@@ -210,7 +242,7 @@ def summarise_suite(runs_root: Path, suite: str | None = None, *, imports: tuple
         keys = catalogue.order({k for v in per_run for k in v})
         stats = {k: Stat.of([v[k] for v in per_run if k in v]) for k in keys}
         latents = sorted({latent_text(r.result) for r in runs})
-        plugins.append(PluginSummary(plugin, runs, stats, ", ".join(latents), reliability(runs)))
+        plugins.append(PluginSummary(plugin, runs, stats, ", ".join(latents), reliability(runs, all_keys)))
     counted = [r for p in plugins for r in p.runs]
     summary = SuiteSummary(
         suite=records[0].suite, config=records[0].config, records=records, plugins=plugins,
