@@ -17,6 +17,8 @@ and the evaluators a suite can list, in this order (each needs the ones before i
 * ``reliability``: attack-failure checks (loss consistency, unbounded sanity, convergence,
   DeepFool overstatement, AutoAttack's own flags); "potentially unreliable" with reasons;
 * ``attack_collapse``: latent leaps, R and NC1 under attack and under equal-norm noise;
+* ``layerwise``: NC1, CDNV, GNC2, effective rank and nearest-centre accuracy at every layer,
+  on the training split, clean, best-known adversarial and equal-norm noisy inputs;
 * ``masking``: deprecated, superseded by reliability's DeepFool-overstatement check.
 
 ``python -m bench attack --runs DIR [--attacks deepfool pgd-l2 ddn-l2 reliability]`` runs them
@@ -31,10 +33,11 @@ from bench.attacks.masking import MaskingOptions, masking_check, masking_evaluat
 from bench.attacks.best_known import best_known, best_known_evaluator
 from bench.attacks.reliability import ReliabilityOptions, reliability_evaluator
 from bench.attacks.collapse import CollapseOptions, attack_collapse_evaluator, leap_share
+from bench.attacks.layer_collapse import LayerwiseOptions, layerwise_evaluator
 
 __all__ = [
     "ATTACKS", "AttackMethod", "AttacksOptions", "CollapseOptions", "DeepFoolOptions", "DeepFoolResult",
-    "MaskingOptions", "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attacks_evaluator",
-    "best_known", "best_known_evaluator", "deepfool", "deepfool_evaluator", "get_attack", "leap_share",
+    "LayerwiseOptions", "MaskingOptions", "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attacks_evaluator",
+    "best_known", "best_known_evaluator", "deepfool", "deepfool_evaluator", "get_attack", "layerwise_evaluator", "leap_share",
     "masking_check", "masking_evaluator", "register_attack", "reliability_evaluator",
 ]
