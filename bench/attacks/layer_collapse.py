@@ -23,7 +23,8 @@ layer (true labels). Conditions:
   L2 norm (``bench.attacks.collapse.noise_like``), the baseline a perturbation of that size
   sets without an adversary.
 
-Summary: ``first_leave`` (per perturbed condition) is the first layer, in depth order, where
+Summary: ``first_leave`` (per perturbed condition: ``layer``, ``depth`` from 1, ``from_end``
+with 1 = the logits) is the first layer, in depth order, where
 the nearest-training-centre accuracy falls below ½ (most perturbed inputs sit nearer another
 class's centre than their own); None with the reason when no layer does. ``erank_latent``
 is the effective rank of the latent (z, or h without one) on the training split.
@@ -87,9 +88,17 @@ def first_leave(per_layer: dict[str, dict], order: list[str]) -> tuple[str | Non
 
 
 @register_evaluator("layerwise", options=LayerwiseOptions, kind="attack", requires=("best_known",), columns=(
-    Column("erank_latent", "eff. rank of latent", ("erank_latent",), atol=0.05, rank=RANK_GEOMETRY + 7),
+    # detail columns: the report's "Layer by layer" section shows them (the main table is wide already)
+    Column("erank_latent", "eff. rank of latent", ("erank_latent",), atol=0.05, section="detail",
+           rank=RANK_GEOMETRY + 7),
     Column("first_leave_depth", "layer adversarials leave centre", ("first_leave", "best_known", "depth"),
-           fmt="count", atol=0.5, rtol=0, rank=RANK_GEOMETRY + 7),
+           fmt="count", atol=0.5, rtol=0, section="detail", rank=RANK_GEOMETRY + 7),
+    Column("first_leave_from_end", "adversarials leave centre, layers from the end",
+           ("first_leave", "best_known", "from_end"), fmt="count", atol=0.5, rtol=0, section="detail",
+           rank=RANK_GEOMETRY + 7),
+    Column("noise_leave_from_end", "noise leaves centre, layers from the end",
+           ("first_leave", "best_known_noise", "from_end"), fmt="count", atol=0.5, rtol=0, section="detail",
+           rank=RANK_GEOMETRY + 7),
     Column("erank:{0}", "eff. rank, {0} (train)", ("conditions", "train", "*", "effective_rank"), atol=0.05,
            section="detail", rank=RANK_GEOMETRY + 7),
     Column("ncc_adv:{0}", "NCC acc., {0}, at r_best (%)", ("conditions", "best_known", "*", "ncc_accuracy"),
@@ -161,7 +170,9 @@ def layerwise_evaluator(ctx: EvalContext, opts: LayerwiseOptions) -> dict:
     for cond in PERTURBED:
         per_layer = conditions.get(cond, {})
         name, depth, reason = first_leave(per_layer, order) if "reason" not in per_layer else (None, None, per_layer["reason"])
-        leave[cond] = {"layer": name, "depth": depth, **({"reason": reason} if reason else {})}
+        leave[cond] = {"layer": name, "depth": depth,
+                       "from_end": None if depth is None else len(order) - depth + 1,   # 1 = the logits
+                       **({"reason": reason} if reason else {})}
     erank = conditions["train"].get(latent_layer, {}).get("effective_rank")
     return {"layers": order, "latent_layer": latent_layer, "n_inputs": int(rows.numel()), "K": k,
             "erank_latent": erank, "first_leave": leave, "leave_below": LEAVE_BELOW,

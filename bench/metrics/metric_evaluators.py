@@ -339,7 +339,8 @@ class MisclassificationOptions:
 
 
 @register_evaluator("misclassification", options=MisclassificationOptions, kind="metric", columns=(
-    Column("msp_auroc", "misclass. AUROC (MSP)", ("msp", "auroc"), atol=0.02, rank=RANK_GEOMETRY + 8),
+    Column("msp_auroc", "misclass. AUROC (MSP)", ("msp", "auroc"), atol=0.02, section="detail",
+           rank=RANK_GEOMETRY + 8),
     Column("msp_aurc", "AURC (MSP)", ("msp", "aurc"), atol=0.005, section="detail", rank=RANK_GEOMETRY + 8),
     Column("entropy_auroc", "misclass. AUROC (−entropy)", ("neg_entropy", "auroc"), atol=0.02, section="detail",
            rank=RANK_GEOMETRY + 8),

@@ -13,7 +13,9 @@ evaluation time (``bench.evaluation.figure_data``).
   of LinPen (the paper's Fig. 2), from ``figure_data.latent_histograms``;
 * ``norm-cdf.png``: per plugin, the empirical CDF over the attacked inputs of the minimal
   ‖r‖₂ DeepFool found and of the best-known one (``evaluations.best_known.per_input``):
-  where the curves part, DeepFool overstates robustness.
+  where the curves part, DeepFool overstates robustness;
+* ``layers.png``: collapse and rank against depth, one line per plugin
+  (``bench.reporting.layers``; drawn only when the runs have ``layerwise`` results).
 
 ``draw_all`` returns, per report section, the Markdown lines to embed (an image link, or a
 note saying why a figure was skipped).
@@ -62,8 +64,9 @@ def draw_all(summary, out_dir: Path) -> dict[str, list[str]]:
         old.unlink()
     rel = folder.name
     notes: dict[str, list[str]] = {}
+    from bench.reporting.layers import layer_figure
     for section, fn in (("scatter", scatter_r_rho), ("curves", training_curves), ("histogram", z_histograms),
-                        ("cdf", norm_cdfs)):
+                        ("cdf", norm_cdfs), ("layers", layer_figure)):
         try:
             notes[section] = fn(summary, folder, rel)
         except Exception as exc:  # a figure must never cost the leaderboard
