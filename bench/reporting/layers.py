@@ -4,7 +4,7 @@
 * ``layer_values(summary, condition, metric)``: per plugin, the mean over its counted seeds of
   one ``layerwise`` metric at each layer, keyed by the layer's position on a common depth axis
   (the hidden layers 1..H, then z at H + 1 when the plugin has one, the logits at H + 2);
-* ``layer_figure``: ``layers.png``, those curves against depth, one line per plugin, for
+* ``bench.reporting.figures.layer_figure`` draws ``layers.png`` from them: those curves against depth, one line per plugin, for
   CDNV, NC1 = Tr Σ_W/Tr Σ_B, effective rank and nearest-training-centre accuracy (columns) on
   the attacked inputs clean, at the best-known perturbation and under equal-norm noise (rows);
 * ``section_lines``: the tables (misclassification detection; the effective rank per layer and
@@ -58,7 +58,7 @@ def layer_values(summary, condition: str, metric: str) -> dict[str, dict[int, fl
     return out
 
 
-def _axis_labels(summary) -> dict[int, str]:
+def axis_labels(summary) -> dict[int, str]:
     labels: dict[int, str] = {}
     for p in summary.plugins:
         for rec in p.runs:
@@ -67,42 +67,6 @@ def _axis_labels(summary) -> dict[int, str]:
                 for name, depth in _depths(entry).items():
                     labels.setdefault(depth, name)
     return labels
-
-
-def layer_figure(summary, folder: Path, rel: str) -> list[str]:
-    import matplotlib.pyplot as plt
-    from bench.reporting.figures import _colours, _save
-    from bench.reporting.summary import plugin_order
-
-    if not layer_values(summary, "train", "effective_rank"):
-        return []
-    colours = _colours(plugin_order(summary.config, {r.plugin for r in summary.records}))
-    labels = _axis_labels(summary)
-    fig, axes = plt.subplots(len(CONDITIONS), len(CURVES), figsize=(4.0 * len(CURVES), 3.0 * len(CONDITIONS)),
-                             squeeze=False, sharex=True)
-    for row, (cond, cond_label) in enumerate(CONDITIONS):
-        for col, (metric, metric_label, log) in enumerate(CURVES):
-            ax = axes[row][col]
-            for plugin, values in layer_values(summary, cond, metric).items():
-                xs = list(values)
-                ys = [values[x] for x in xs]
-                if log and all(y > 0 for y in ys):
-                    ax.set_yscale("log")
-                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, color=colours.get(plugin), label=plugin)
-            ax.set_title(f"{metric_label}\n{cond_label}", fontsize=8)
-            ax.grid(True, alpha=0.3)
-            ax.tick_params(labelsize=7)
-            if row == len(CONDITIONS) - 1:
-                ax.set_xticks(sorted(labels))
-                ax.set_xticklabels([labels[d] for d in sorted(labels)], rotation=30, fontsize=7)
-    handles, names = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="plugin")
-    fig.suptitle(f"{summary.suite}: collapse and rank layer by layer (mean over the counted seeds)", fontsize=11)
-    fig.tight_layout()
-    _save(fig, folder / "layers.png")
-    return [f"Collapse and rank against depth, one line per plugin (hidden layers, then z where the plugin has "
-            f"one, then the logits): [layers.png]({rel}/layers.png)", "",
-            f"![layers, {summary.suite}]({rel}/layers.png)"]
 
 
 def _first_result(p, path: tuple[str, ...]):
@@ -132,7 +96,7 @@ def section_lines(summary, figure: list[str]) -> list[str]:
                   "negative predictive entropy, negative distance of the latent to the nearest training class "
                   "mean. A run with fewer than 5 test errors has no AUROC (its error count is shown).", ""]
     if has_layers:
-        depth_labels = _axis_labels(summary)
+        depth_labels = axis_labels(summary)
         erank = layer_values(summary, "train", "effective_rank")
         header = ["plugin", *(f"eff. rank {depth_labels[d]}" for d in sorted(depth_labels)),
                   "adversarials leave at", "noise leaves at"]
