@@ -23,7 +23,7 @@ layer (true labels). Conditions:
   L2 norm (``bench.attacks.collapse.noise_like``), the baseline a perturbation of that size
   sets without an adversary.
 
-Summary: ``first_leave`` (per perturbed condition: ``layer``, ``depth`` from 1, ``from_end``
+Summary: ``first_leave`` (per condition, clean included as the reference: ``layer``, ``depth`` from 1, ``from_end``
 with 1 = the logits) is the first layer, in depth order, where
 the nearest-training-centre accuracy falls below ½ (most perturbed inputs sit nearer another
 class's centre than their own); None with the reason when no layer does. ``erank_latent``
@@ -54,7 +54,8 @@ from bench.metrics.layers import hidden_layers, layer_batches, layer_features
 from bench.metrics.rank import RANK_RTOL
 
 LEAVE_BELOW = 0.5
-PERTURBED = ("best_known", "best_known_noise")
+PERTURBED = ("clean", "best_known", "best_known_noise")   # clean: the reference (a saturated
+# network's logits can fail the nearest-centre rule even on clean inputs)
 
 
 @dataclass(frozen=True)

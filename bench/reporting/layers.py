@@ -99,12 +99,12 @@ def section_lines(summary, figure: list[str]) -> list[str]:
         depth_labels = axis_labels(summary)
         erank = layer_values(summary, "train", "effective_rank")
         header = ["plugin", *(f"eff. rank {depth_labels[d]}" for d in sorted(depth_labels)),
-                  "adversarials leave at", "noise leaves at"]
+                  "clean inputs leave at", "adversarials leave at", "noise leaves at"]
         rows = []
         for p in summary.plugins:
             values = erank.get(p.plugin, {})
             leave = []
-            for cond in ("best_known", "best_known_noise"):
+            for cond in ("clean", "best_known", "best_known_noise"):
                 seen = [dig(r.result, LAYERWISE + ("first_leave", cond, "layer")) for r in p.runs
                         if isinstance(dig(r.result, LAYERWISE), dict)]
                 leave.append(", ".join(str(s) if s is not None else "never" for s in seen) if seen else NA)
@@ -116,7 +116,7 @@ def section_lines(summary, figure: list[str]) -> list[str]:
                   "maps averaged over space), mean over seeds. \"Leave at\": per seed, the first layer where most "
                   "of the attacked inputs (those some attack flipped) sit nearer another class's training-split "
                   "centre than their own — at their best-known perturbation, and under Gaussian noise of the same "
-                  "L2 norm; \"never\": they stay nearest their own centre up to the logits.", ""]
+                  "L2 norm, with the clean inputs as the reference (a saturated network's logits can fail the rule even clean); \"never\": they stay nearest their own centre up to the logits.", ""]
         lines += figure + ([""] if figure else [])
     if has_nc:
         keys = ["nc1", "nc1_truncated", "nc1_ratio", "cdnv", "gnc2", "unc3", "erank"]
