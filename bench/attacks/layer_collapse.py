@@ -103,6 +103,9 @@ def first_leave(per_layer: dict[str, dict], order: list[str]) -> tuple[str | Non
     Column("first_leave_from_end", "adversarials leave centre, layers from the end",
            ("first_leave", "best_known", "from_end"), fmt="count", atol=0.5, rtol=0, section="detail",
            rank=RANK_GEOMETRY + 7),
+    Column("clean_leave_from_end", "clean inputs leave centre, layers from the end",
+           ("first_leave", "clean", "from_end"), fmt="count", atol=0.5, rtol=0, section="detail",
+           rank=RANK_GEOMETRY + 7),
     Column("noise_leave_from_end", "noise leaves centre, layers from the end",
            ("first_leave", "best_known_noise", "from_end"), fmt="count", atol=0.5, rtol=0, section="detail",
            rank=RANK_GEOMETRY + 7),
@@ -176,7 +179,10 @@ def layerwise_evaluator(ctx: EvalContext, opts: LayerwiseOptions) -> dict:
     leave = {}
     for cond in PERTURBED:
         per_layer = conditions.get(cond, {})
-        name, depth, reason = first_leave(per_layer, order) if "reason" not in per_layer else (None, None, per_layer["reason"])
+        if "reason" in per_layer:
+            name, depth, reason = None, None, per_layer["reason"]
+        else:
+            name, depth, reason = first_leave(per_layer, order)
         leave[cond] = {"layer": name, "depth": depth,
                        "from_end": None if depth is None else len(order) - depth + 1,   # 1 = the logits
                        **({"reason": reason} if reason else {})}

@@ -192,6 +192,12 @@ def claim_late_leave(stats) -> ClaimResult:
         return ClaimResult("late_leave_nopen", statement, SKIPPED,
                            "Skipped: NoPen has no layer where its adversarial inputs leave their class centre "
                            "(evaluator `layerwise`; absent also when they never leave).")
+    clean = _get(stats, "NoPen", "clean_leave_from_end")
+    if clean is not None and clean.mean >= base.mean:
+        return ClaimResult("late_leave_nopen", statement, SKIPPED,
+                           f"Not testable here: NoPen's clean inputs already fail the nearest-centre rule at "
+                           f"layer {fmt_sig(clean.mean)} from the end (its adversarials at {fmt_sig(base.mean)}), "
+                           f"so leaving the centre there says nothing about the attack.", base.mean)
     others = ", ".join(f"{p} {fmt_sig(per['first_leave_from_end'].mean)}" for p, per in stats.items()
                        if p != "NoPen" and per.get("first_leave_from_end") is not None)
     return ClaimResult("late_leave_nopen", statement, HOLDS if base.mean <= 2 else FAILS,

@@ -4,7 +4,8 @@
 * ``layer_values(summary, condition, metric)``: per plugin, the mean over its counted seeds of
   one ``layerwise`` metric at each layer, keyed by the layer's position on a common depth axis
   (the hidden layers 1..H, then z at H + 1 when the plugin has one, the logits at H + 2);
-* ``bench.reporting.figures.layer_figure`` draws ``layers.png`` from them: those curves against depth, one line per plugin, for
+* ``bench.reporting.figures.layer_figure`` draws ``layers.png`` from them: those curves
+  against depth, one line per plugin, for
   CDNV, NC1 = Tr Σ_W/Tr Σ_B, effective rank and nearest-training-centre accuracy (columns) on
   the attacked inputs clean, at the best-known perturbation and under equal-norm noise (rows);
 * ``section_lines``: the tables (misclassification detection; the effective rank per layer and
@@ -116,7 +117,8 @@ def section_lines(summary, figure: list[str]) -> list[str]:
                   "maps averaged over space), mean over seeds. \"Leave at\": per seed, the first layer where most "
                   "of the attacked inputs (those some attack flipped) sit nearer another class's training-split "
                   "centre than their own — at their best-known perturbation, and under Gaussian noise of the same "
-                  "L2 norm, with the clean inputs as the reference (a saturated network's logits can fail the rule even clean); \"never\": they stay nearest their own centre up to the logits.", ""]
+                  "L2 norm, with the clean inputs as the reference (a saturated network's logits can fail the "
+                  "rule even clean); \"never\": they stay nearest their own centre up to the logits.", ""]
         lines += figure + ([""] if figure else [])
     if has_nc:
         keys = ["nc1", "nc1_truncated", "nc1_ratio", "cdnv", "gnc2", "unc3", "erank"]
