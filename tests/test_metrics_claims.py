@@ -312,3 +312,26 @@ def test_layerwise_latent_nc1_equals_geometry_nc1(lpc_session):
     else:
         assert mis["n_errors"] < 5
     json.dumps(mis, allow_nan=False)
+
+
+# ------------------------------------------------------------------ the claims
+
+def test_new_claims_enter_only_with_their_evaluators_and_use_welch():
+    from scipy import stats as scipy_stats
+    from bench.reporting.claims import FAILS, HOLDS, SKIPPED, evaluate_claims
+    from bench.reporting.stats import Stat
+    base = {"LPC": {"test_acc": Stat.of([0.9, 0.91])}, "NoPen": {"test_acc": Stat.of([0.9, 0.92])}}
+    assert not any(c.key.startswith(("misclassification", "low_rank", "late_leave"))
+                   for c in evaluate_claims(base, {}))
+    lpc, nopen = [0.90, 0.91, 0.92], [0.95, 0.96, 0.97]
+    stats = {"LPC": {"msp_auroc": Stat.of(lpc), "erank_latent": Stat.of([8.0, 8.5, 9.0])},
+             "NoPen": {"msp_auroc": Stat.of(nopen), "erank_latent": Stat.of([40.0, 44.0, 48.0]),
+                       "first_leave_from_end": Stat.of([1, 1, 1]), "clean_leave_from_end": Stat.of([1, 1, 1])}}
+    claims = {c.key: c for c in evaluate_claims(stats, {})}
+    welch = scipy_stats.ttest_ind(lpc, nopen, equal_var=False, alternative="less")
+    mis = claims["misclassification_lpc_vs_nopen"]
+    assert mis.status == FAILS and f"p = {welch.pvalue:.3g}" in mis.detail
+    assert claims["low_rank_latent"].status == HOLDS
+    assert claims["late_leave_nopen"].status == SKIPPED          # clean inputs leave there too
+    stats["NoPen"].pop("clean_leave_from_end")
+    assert {c.key: c for c in evaluate_claims(stats, {})}["late_leave_nopen"].status == HOLDS
