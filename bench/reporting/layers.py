@@ -107,7 +107,7 @@ def section_lines(summary, figure: list[str]) -> list[str]:
             leave = []
             for cond in ("clean", "best_known", "best_known_noise"):
                 seen = [dig(r.result, LAYERWISE + ("first_leave", cond, "layer")) for r in p.runs
-                        if isinstance(dig(r.result, LAYERWISE), dict)]
+                        if isinstance(dig(r.result, LAYERWISE + ("first_leave", cond)), dict)]
                 leave.append(", ".join(str(s) if s is not None else "never" for s in seen) if seen else NA)
             rows.append([p.plugin, *(fmt_sig(values[d]) if d in values else NA for d in sorted(depth_labels)),
                          *leave])
