@@ -462,7 +462,7 @@ def test_bench_metrics_on_a_trained_run(tmp_path, capsys):
     assert capsys.readouterr().out == ""                                # --quiet: nothing on stdout
     result = json.loads(next(tmp_path.rglob("result.json")).read_text())
     ev = result["evaluations"]
-    assert set(ev) == {"geometry", "entropy", "binarity", "lipschitz"}
+    assert set(ev) == {"geometry", "entropy", "binarity", "lipschitz", "misclassification", "weight_spectra"}
     assert ev["geometry"]["train"]["R_mean"] > 0 and ev["geometry"]["latent"] == "z"
     assert ev["entropy"]["train"]["k"] == 10 and ev["lipschitz"]["n_inputs"] == 64
     assert result["test_acc"] == outcome.result["test_acc"]          # the rest of result.json kept

@@ -20,6 +20,8 @@ and the evaluators a suite can list, in this order (each needs the ones before i
 * ``attack_collapse``: latent leaps, R and NC1 under attack and under equal-norm noise;
 * ``attack_unit_test``: the suite's attacks on a model with a planted adversarial within ε of
   each input (Zimmermann et al. 2022): the share they find (``suite_pass_rate``, ``passed``);
+* ``layerwise``: NC1, CDNV, GNC2, effective rank and nearest-centre accuracy at every layer,
+  on the training split, clean, best-known adversarial and equal-norm noisy inputs;
 
 ``python -m bench attack --runs DIR [--attacks deepfool pgd-l2 ddn-l2 reliability]`` runs them
 on finished runs without retraining (the evaluators a requested one needs are added).
@@ -34,10 +36,11 @@ from bench.attacks.best_known import best_known, best_known_evaluator
 from bench.attacks.attack_unit_test import AttackUnitTestOptions, attack_unit_test_evaluator
 from bench.attacks.reliability import ReliabilityOptions, reliability_evaluator
 from bench.attacks.collapse import CollapseOptions, attack_collapse_evaluator, leap_share
+from bench.attacks.layer_collapse import LayerwiseOptions, layerwise_evaluator
 
 __all__ = [
     "ATTACKS", "AttackMethod", "AttackUnitTestOptions", "AttacksOptions", "CollapseOptions", "DeepFoolOptions", "DeepFoolResult",
-    "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attack_unit_test_evaluator", "attacks_evaluator",
-    "best_known", "best_known_evaluator", "deepfool", "deepfool_evaluator", "get_attack", "leap_share",
-    "register_attack", "reliability_evaluator",
+    "LayerwiseOptions", "ReliabilityOptions", "attack_collapse_evaluator", "attack_guard", "attack_unit_test_evaluator",
+    "attacks_evaluator", "best_known", "best_known_evaluator", "deepfool", "deepfool_evaluator", "get_attack",
+    "layerwise_evaluator", "leap_share", "register_attack", "reliability_evaluator",
 ]

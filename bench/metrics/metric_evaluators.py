@@ -1,4 +1,5 @@
-"""The metric evaluators the suites name: geometry, entropy, binarity, lipschitz.
+"""The metric evaluators the suites name: geometry, entropy, binarity, lipschitz,
+misclassification, weight_spectra.
 
 Each one reads the latents the harness computed (``ctx.latents[split]``: z for plugins
 with a penultimate layer, the backbone features h otherwise; ``ctx.latent_name`` says
@@ -18,7 +19,11 @@ Result keys (``result.json["evaluations"]``; every evaluator also records ``wall
   ``nc1`` = Tr(Σ_W Σ_B⁺)/K and ``nc1_per_dim`` = nc1/d; ``nc2_equinorm``,
   ``nc2_equiangular``, ``nc2_max_angle``; ``nc3`` (self-duality with the classifier);
   ``nc4`` — disagreement of the nearest-*train*-class-mean rule with the network;
-  ``cv_norm``, ``cv_abs``; and ``n``, ``d``, ``K``, ``grouping``.
+  ``cv_norm``, ``cv_abs``; and ``n``, ``d``, ``K``, ``grouping``; the collapse figures that
+  hold when d < K − 1 (``bench.metrics.collapse``): ``cdnv``, ``nc1_pinv``,
+  ``nc1_truncated``, ``nc1_ratio``, ``gnc2``, ``unc3``, ``effective_rank``,
+  ``numerical_rank``, ``ncc_accuracy`` (train centres, true labels) and ``validity`` (which
+  of them hold at this d and K).
 * ``entropy.<split>``: ``entropy`` (nats), ``entropy_per_dim``, ``zero_knn_fraction``,
   ``floored_fraction``, ``floor``, ``k``, ``n`` (samples used) and ``n_total``; the exact
   k-NN search runs on the suite's ``runtime.num_threads`` (torch's default when unset).
@@ -27,6 +32,11 @@ Result keys (``result.json["evaluations"]``; every evaluator also records ``wall
   (dimensions where EM stopped below the single Gaussian, which is kept instead) and
   ``n_not_converged`` (EM hit ``max_iter``).
 * ``lipschitz``: ``mean``, ``max``, ``median``, ``n_inputs`` over the attack subset.
+* ``misclassification`` (test split): per score (``msp``, ``neg_entropy``,
+  ``neg_centre_distance``) ``auroc`` and ``aurc`` of correct vs wrong predictions, with
+  ``n``, ``n_errors``; None with a reason below 5 errors (``bench.metrics.misclassification``).
+* ``weight_spectra``: per Linear/Conv layer (module name) the effective and numerical rank
+  and the normalised singular values of its weight (``bench.metrics.rank``).
 """
 from __future__ import annotations
 
@@ -42,10 +52,13 @@ from bench.core.errors import BenchError
 from bench.evaluation.columns import RANK_GEOMETRY, Column
 from bench.evaluation.hook import EvalContext, register_evaluator
 from bench.metrics.binarity import BINARITY_KEYS, binarity
+from bench.metrics.collapse import COLLAPSE_KEYS, collapse_metrics, moments_of
 from bench.metrics.entropy import kl_entropy
-from bench.metrics.geometry import GEOMETRY_KEYS, class_means, geometry
+from bench.metrics.geometry import GEOMETRY_KEYS, class_means, geometry, nearest_mean
 from bench.metrics.inputs import as_labels, as_latents, check_splits, undefined
 from bench.metrics.lipschitz import lipschitz_summary, margin_gradient_norms
+from bench.metrics.misclassification import MIN_ERRORS, detection, softmax_scores
+from bench.metrics.rank import RANK_RTOL, weight_spectra
 
 ENTROPY_KEYS = ("entropy", "entropy_per_dim", "zero_knn_fraction", "floor")
 LIPSCHITZ_KEYS = ("mean", "max", "median")
@@ -123,6 +136,17 @@ class GeometryOptions:
     Column("cv_norm", "CV ‖z‖", ("train", "cv_norm"), atol=1e-3, section="geometry", rank=RANK_GEOMETRY + 2),
     Column("cv_abs", "CV |z_ij|", ("train", "cv_abs"), atol=1e-3, section="detail", rank=RANK_GEOMETRY + 2),
     Column("nc1", "NC1", ("train", "nc1"), atol=1e-6, section="geometry", rank=RANK_GEOMETRY + 4),
+    # valid when d < K − 1 too (bench.metrics.collapse): detail columns, and the report's
+    # "Neural collapse at every width" section
+    Column("cdnv", "CDNV", ("train", "cdnv"), atol=1e-9, section="detail", rank=RANK_GEOMETRY + 4),
+    Column("nc1_ratio", "NC1 Tr Σ_W/Tr Σ_B", ("train", "nc1_ratio"), atol=1e-9, section="detail",
+           rank=RANK_GEOMETRY + 4),
+    Column("nc1_truncated", "NC1 truncated pinv", ("train", "nc1_truncated"), atol=1e-6, section="detail",
+           rank=RANK_GEOMETRY + 4),
+    Column("gnc2", "GNC2", ("train", "gnc2"), atol=1e-4, section="detail", rank=RANK_GEOMETRY + 4),
+    Column("unc3", "UNC3", ("train", "unc3"), atol=1e-3, section="detail", rank=RANK_GEOMETRY + 4),
+    Column("erank", "eff. rank (train)", ("train", "effective_rank"), atol=0.05, section="detail",
+           rank=RANK_GEOMETRY + 4),
 ))
 @_timed
 def geometry_evaluator(ctx: EvalContext, opts: GeometryOptions) -> dict:
@@ -151,10 +175,21 @@ def geometry_evaluator(ctx: EvalContext, opts: GeometryOptions) -> dict:
                 values.pop("nc4_means", None)
             if weight is None:
                 values["nc3_reason"] = weight_kind
+            values.update(_collapse_values(z, y, k, weight, train_means, opts.min_per_class))
         except BenchError as exc:
-            values = {"grouping": "true labels", "split": split, **undefined(GEOMETRY_KEYS, str(exc))}
+            values = {"grouping": "true labels", "split": split, **undefined(GEOMETRY_KEYS + COLLAPSE_KEYS, str(exc))}
         out[split] = values
     return out
+
+
+def _collapse_values(z, y, k: int, weight, train_means, min_per_class: int) -> dict:
+    """The collapse figures valid at any d (the geometry keys they share are not repeated)."""
+    z = as_latents(z, "latents")
+    y = as_labels(y, z.shape[0], "labels")
+    values = collapse_metrics(moments_of(z, y, k), classifier_weight=weight, centres=train_means, x=z, y=y,
+                              min_per_class=min_per_class)
+    return {key: v for key, v in values.items()
+            if key.split("_reason")[0] in COLLAPSE_KEYS or key in ("validity", "rank_rtol")}
 
 
 def _per_split(ctx: EvalContext, splits, compute, keys, always: dict | None = None) -> dict:
@@ -276,3 +311,88 @@ def lipschitz_evaluator(ctx: EvalContext, opts: LipschitzOptions) -> dict:
     except BenchError as exc:
         return {"n_inputs": int(x.shape[0]), **undefined(LIPSCHITZ_KEYS, str(exc))}
     return {**lipschitz_summary(norms), "inputs": "attack subset of the test split"}
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class MisclassificationOptions:
+    """Settings of the ``misclassification`` evaluator."""
+
+    split: Literal["test", "val"] = "test"
+    min_errors: int = MIN_ERRORS            # fewer wrong (or correct) inputs: no AUROC/AURC, the count
+    batch_size: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.min_errors < 1 or self.batch_size < 1:
+            raise ValueError("misclassification.min_errors and batch_size must be >= 1")
+
+
+@register_evaluator("misclassification", options=MisclassificationOptions, kind="metric", columns=(
+    Column("msp_auroc", "misclass. AUROC (MSP)", ("msp", "auroc"), atol=0.02, section="detail",
+           rank=RANK_GEOMETRY + 8),
+    Column("msp_aurc", "AURC (MSP)", ("msp", "aurc"), atol=0.005, section="detail", rank=RANK_GEOMETRY + 8),
+    Column("entropy_auroc", "misclass. AUROC (−entropy)", ("neg_entropy", "auroc"), atol=0.02, section="detail",
+           rank=RANK_GEOMETRY + 8),
+    Column("entropy_aurc", "AURC (−entropy)", ("neg_entropy", "aurc"), atol=0.005, section="detail",
+           rank=RANK_GEOMETRY + 8),
+    Column("centre_auroc", "misclass. AUROC (−centre dist.)", ("neg_centre_distance", "auroc"), atol=0.02,
+           section="detail", rank=RANK_GEOMETRY + 8),
+    Column("centre_aurc", "AURC (−centre dist.)", ("neg_centre_distance", "aurc"), atol=0.005, section="detail",
+           rank=RANK_GEOMETRY + 8),
+    Column("n_errors", "test errors", ("n_errors",), fmt="count", atol=1, rtol=0, section="detail",
+           rank=RANK_GEOMETRY + 8),
+))
+@_timed
+def misclassification_evaluator(ctx: EvalContext, opts: MisclassificationOptions) -> dict:
+    """Misclassification detection: AUROC and AURC of MSP, −entropy and −distance to the nearest train class mean."""
+    x_all, y_all = ctx.data.split(opts.split)
+    logits = []
+    with torch.no_grad():
+        for start in range(0, x_all.shape[0], opts.batch_size):
+            xb = x_all[start:start + opts.batch_size].float() / ctx.data.pixel_scale
+            logits.append(ctx.model(xb.to(ctx.device)).detach().double().cpu())
+    logits_np = torch.cat(logits).numpy()
+    y = y_all.numpy()
+    correct = logits_np.argmax(axis=1) == y
+    scores = softmax_scores(logits_np)
+    reasons = {}
+    try:
+        k = _num_classes(ctx)
+        z_train = as_latents(ctx.latents["train"], "train latents")
+        means, _ = class_means(z_train, as_labels(ctx.labels["train"], z_train.shape[0], "train labels"), k)
+        z = as_latents(ctx.latents[opts.split], f"{opts.split} latents")
+        nearest = nearest_mean(z, means)            # blocked: no (N, K, d) array
+        scores["neg_centre_distance"] = -np.linalg.norm(z - means[nearest], axis=1)
+    except (BenchError, KeyError) as exc:
+        reasons["neg_centre_distance"] = f"no latent centre distance: {exc}"
+    out = detection(scores, correct, min_errors=opts.min_errors)
+    for name, why in reasons.items():
+        out[name] = {"auroc": None, "auroc_reason": why, "aurc": None, "aurc_reason": why}
+    out.update(split=opts.split, latent=ctx.latent_name, positives="correct predictions",
+               scores={"msp": "max softmax probability", "neg_entropy": "Σ p log p (nats)",
+                       "neg_centre_distance": f"−min_c ‖{ctx.latent_name} − μ_c‖₂, μ_c train class means"})
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class WeightSpectraOptions:
+    """Settings of the ``weight_spectra`` evaluator."""
+
+    rank_rtol: float = RANK_RTOL
+    max_values: int = 128                  # singular values stored per layer (the largest)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.rank_rtol < 1 or self.max_values < 1:
+            raise ValueError("weight_spectra.rank_rtol must be in (0, 1) and max_values >= 1")
+
+
+@register_evaluator("weight_spectra", options=WeightSpectraOptions, kind="metric", columns=(
+    Column("weight_erank:{0}", "weight eff. rank, {0}", ("layers", "*", "effective_rank"), atol=0.05,
+           section="detail", rank=RANK_GEOMETRY + 9),
+))
+@_timed
+def weight_spectra_evaluator(ctx: EvalContext, opts: WeightSpectraOptions) -> dict:
+    """Singular-value spectra, effective and numerical rank of every Linear/Conv weight matrix."""
+    return {"layers": weight_spectra(ctx.model, rtol=opts.rank_rtol, max_values=opts.max_values),
+            "rank_rtol": opts.rank_rtol, "weights": "Linear (out, in); Conv (out, in·k·k)"}

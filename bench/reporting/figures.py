@@ -13,7 +13,9 @@ evaluation time (``bench.evaluation.figure_data``).
   of LinPen (the paper's Fig. 2), from ``figure_data.latent_histograms``;
 * ``norm-cdf.png``: per plugin, the empirical CDF over the attacked inputs of the minimal
   ‖r‖₂ DeepFool found and of the best-known one (``evaluations.best_known.per_input``):
-  where the curves part, DeepFool overstates robustness.
+  where the curves part, DeepFool overstates robustness;
+* ``layers.png``: collapse and rank against depth, one line per plugin
+  (``bench.reporting.layers``; drawn only when the runs have ``layerwise`` results).
 
 ``draw_all`` returns, per report section, the Markdown lines to embed (an image link, or a
 note saying why a figure was skipped).
@@ -63,7 +65,7 @@ def draw_all(summary, out_dir: Path) -> dict[str, list[str]]:
     rel = folder.name
     notes: dict[str, list[str]] = {}
     for section, fn in (("scatter", scatter_r_rho), ("curves", training_curves), ("histogram", z_histograms),
-                        ("cdf", norm_cdfs)):
+                        ("cdf", norm_cdfs), ("layers", layer_figure)):
         try:
             notes[section] = fn(summary, folder, rel)
         except Exception as exc:  # a figure must never cost the leaderboard
@@ -324,3 +326,40 @@ def norm_cdfs(summary, folder: Path, rel: str) -> list[str]:
             f"the counted seeds; a DeepFool curve right of the best-known one is robustness DeepFool "
             f"overstates): [norm-cdf.png]({rel}/norm-cdf.png)", "",
             f"![per-input ‖r‖ CDF, {summary.suite}]({rel}/norm-cdf.png)"]
+
+
+# --------------------------------------------------------------------------- layer by layer
+
+def layer_figure(summary, folder: Path, rel: str) -> list[str]:
+    from bench.reporting.layers import CONDITIONS, CURVES, axis_labels, layer_values
+    from bench.reporting.summary import plugin_order
+
+    if not layer_values(summary, "train", "effective_rank"):
+        return []
+    colours = _colours(plugin_order(summary.config, {r.plugin for r in summary.records}))
+    labels = axis_labels(summary)
+    fig, axes = plt.subplots(len(CONDITIONS), len(CURVES), figsize=(4.0 * len(CURVES), 3.0 * len(CONDITIONS)),
+                             squeeze=False, sharex=True)
+    for row, (cond, cond_label) in enumerate(CONDITIONS):
+        for col, (metric, metric_label, log) in enumerate(CURVES):
+            ax = axes[row][col]
+            for plugin, values in layer_values(summary, cond, metric).items():
+                xs = list(values)
+                ys = [values[x] for x in xs]
+                if log and all(y > 0 for y in ys):
+                    ax.set_yscale("log")
+                ax.plot(xs, ys, marker="o", markersize=3, linewidth=1.2, color=colours.get(plugin), label=plugin)
+            ax.set_title(f"{metric_label}\n{cond_label}", fontsize=8)
+            ax.grid(True, alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if row == len(CONDITIONS) - 1:
+                ax.set_xticks(sorted(labels))
+                ax.set_xticklabels([labels[d] for d in sorted(labels)], rotation=30, fontsize=7)
+    handles, names = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, title="plugin")
+    fig.suptitle(f"{summary.suite}: collapse and rank layer by layer (mean over the counted seeds)", fontsize=11)
+    fig.tight_layout()
+    _save(fig, folder / "layers.png")
+    return [f"Collapse and rank against depth, one line per plugin (hidden layers, then z where the plugin has "
+            f"one, then the logits): [layers.png]({rel}/layers.png)", "",
+            f"![layers, {summary.suite}]({rel}/layers.png)"]

@@ -14,6 +14,7 @@ from bench.config.migrate import migrate_suite_dict
 from bench.core.errors import BenchError
 from bench.reporting.claims import ClaimResult
 from bench.reporting.format import NA, count, dig, fmt_any, fmt_stat, md_table, number, rel_link
+from bench.reporting.layers import section_lines as layer_section_lines
 from bench.reporting.summary import SuiteSummary, is_evaluated, plugin_order
 from bench.evaluation.columns import SECTION_TITLES, readable
 from bench.reporting.tables import (BASELINE_PLUGIN, HEADLINE_LABEL, cell, headline_keys, headline_text,
@@ -31,6 +32,7 @@ def render(summary: SuiteSummary, claims: list[ClaimResult], out_dir: Path,
     lines += deepfool_lines(summary)
     lines += reliability_lines(summary)
     lines += paper_table_lines(summary)
+    lines += layer_section_lines(summary, figure_notes.get("layers", []))
     lines += claim_lines(claims)
     lines += figure_lines(figure_notes)
     lines += run_lines(summary, out_dir)
