@@ -23,7 +23,9 @@ def add_arguments(subparsers) -> None:
     p.add_argument("--limit-train", type=int,
                    help="quick look: a stratified N of the training set (before the validation hold-out)")
     p.add_argument("--limit-test", type=int, help="quick look: a stratified N of the test set")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--quiet", action="store_true",
+                   help="nothing on stdout: no bars, run lines, estimate, summary or paths (errors and a failed "
+                        "sweep's summary still go to stderr)")
     p.add_argument("--retry-failed", action="store_true", help="rerun runs recorded as failed")
     add_leaderboards(p)
     p.add_argument("--no-report", action="store_true", help="do not write the leaderboard after the runs")
