@@ -40,7 +40,9 @@ class Recipe:
     lr_decay_start: int = 250
     lr_decay_every: int = 50
     lr_decay_factor: float = 0.5
-    augment: Literal["none", "crop_flip"] = "crop_flip"
+    # none; crop (random crop of the zero-padded image); crop_flip (and a horizontal flip:
+    # only for data whose mirror image is the same class, e.g. CIFAR's photographs)
+    augment: Literal["none", "crop", "crop_flip"] = "crop_flip"
     crop_padding: int = 4
     log_every: int = 1                    # epochs between validation evaluations in log.jsonl
     checkpoint_every: int = 10            # epochs between checkpoints (and one at the end)
