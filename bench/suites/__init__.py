@@ -95,6 +95,7 @@ def load_suite(name_or_path: str, overrides: list[str] | None = None, imports: t
     validate_suite(suite)
     if smoke:
         suite = smoke_suite(suite)
+        validate_suite(suite)   # its trimmed attack settings, through the same checks
     return named_after_data(suite)
 
 

@@ -15,6 +15,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -31,6 +32,18 @@ SMOKE_EPOCH_STEPS = 3
 SMOKE_TRAIN = 1000       # stratified, before the validation hold-out (≥ 10 per class for 100 classes)
 SMOKE_TEST = 200
 SMOKE_SUBSET = 50        # attack inputs
+# the attack methods at smoke budgets: one of each kind the later evaluators read (a gradient
+# attack per norm, the cross-entropy / margin-loss pair of the reliability checks, a
+# minimum-norm attack, AutoAttack through its package), a few steps each; a suite's full list
+# (APGD-T with 9 targets, Square with 5,000 queries, …) costs minutes per input on a CPU ResNet
+SMOKE_ATTACKS = {
+    "methods": ["fgsm", "pgd-linf", "pgd-l2", "apgd-ce-l2", "apgd-dlr-l2", "fmn-l2", "autoattack-l2"],
+    "params": {"pgd-linf": {"steps": 2}, "pgd-l2": {"steps": 2},
+               "apgd-ce-l2": {"steps": 2, "eps": [0.5]}, "apgd-dlr-l2": {"steps": 2, "eps": [0.5]},
+               "fmn-l2": {"steps": 5},
+               "autoattack-l2": {"max_inputs": 10, "eps": [0.5], "apgd_steps": 2, "targets": 1, "fab_targets": 1,
+                                 "fab_steps": 2, "square_queries": 5}},
+}
 
 
 def is_data_template(name: str) -> bool:
@@ -89,11 +102,17 @@ def smoke_suite(suite: Suite) -> Suite:
     if recipe.epoch_steps is not None:
         overrides.append(f"recipe.epoch_steps={min(recipe.epoch_steps, SMOKE_EPOCH_STEPS)}")
     smoke = suite.with_overrides(overrides)
+    settings = dict(smoke.evaluation.settings)
+    if "attacks" in smoke.evaluation.evaluators:
+        settings["attacks"] = SMOKE_ATTACKS
+    if "reliability" in smoke.evaluation.evaluators:
+        settings["reliability"] = {**settings.get("reliability", {}), "convergence_inputs": 10}
+    smoke = smoke.replace(evaluation=dataclasses.replace(smoke.evaluation, settings=settings))
     steps = (f"{SMOKE_EPOCHS} epochs of {smoke.recipe.epoch_steps} optimizer steps" if smoke.recipe.epoch_steps
              else f"{SMOKE_EPOCHS} passes over the training subset")
     note = (f"SMOKE RUN (bench run --smoke): suite {suite.name} at a few minutes' scale — {steps}, "
             f"{smoke.dataset.limit_train:,} training and {smoke.dataset.limit_test:,} test images, attacks on "
-            f"{smoke.evaluation.subset_size} inputs, 1 seed, 1 learning rate. It checks that every stage runs; "
+            f"{smoke.evaluation.subset_size} inputs with a few steps each, 1 seed, 1 learning rate. It checks that every stage runs; "
             f"its numbers say nothing about the plugins")
     return smoke.replace(name=f"{suite.name}-smoke", description=f"{note}. {suite.description}".strip(),
                          paper_differences=(note, *suite.paper_differences))
