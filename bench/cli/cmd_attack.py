@@ -91,7 +91,7 @@ def require_registered_plugins(records) -> None:
 def cmd_attack(args: argparse.Namespace) -> int:
     from bench.core.progress import progress
     from bench.evaluation.hook import evaluator_options
-    from bench.runs.folder import load_runs
+    from bench.runs.folder import load_runs, not_done_text, require_readable
     from bench.suites.imports import load_builtin_evaluators
     from bench.suites.imports import load_run_imports
     from bench.training.trainer import reevaluate_run
@@ -101,11 +101,12 @@ def cmd_attack(args: argparse.Namespace) -> int:
     records = load_runs(root, suite_name(args))
     load_run_imports([i for r in records for i in r.imports], args.imports)
     load_builtin_evaluators()
+    require_readable(records, "attack")
     done = [r for r in records if r.status == "done" and not r.evaluated]
     evaluated = sum(r.evaluated for r in records)   # no checkpoint to reload: rerun `bench evaluate`
-    skipped = len(records) - len(done) - evaluated
+    skipped = not_done_text(records)
     if not done:
-        raise BenchError(f"no finished runs under {root} ({skipped} not done)")
+        raise BenchError(f"no finished runs under {root} ({skipped})")
     device = None
     if args.device:
         from bench.core.device import resolve_device
@@ -128,7 +129,7 @@ def cmd_attack(args: argparse.Namespace) -> int:
     names = ", ".join(plans[0][1])
     if not args.quiet:
         print(f"attacked {len(plans)} run(s) with {names} in {time.perf_counter() - started:.1f} s"
-              f"{f'; skipped {skipped} unfinished' if skipped else ''}"
+              f"{f'; skipped {skipped}' if skipped else ''}"
               f"{f'; skipped {evaluated} evaluated (rerun bench evaluate for them)' if evaluated else ''}; "
               f"results merged into each result.json")
     return 0

@@ -73,5 +73,5 @@ def cmd_list(args) -> int:
     print(f"{args.what}:")
     width = max((len(name) for name, _ in items), default=0)
     for name, doc in items:
-        print(f"  {name:<{width}}  {doc}".rstrip())
+        print(f"  {name:<{width}}  {doc or '(no description: its docstring is empty)'}")
     return 0

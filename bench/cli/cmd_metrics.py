@@ -53,7 +53,7 @@ def cmd_metrics(args) -> int:
     from bench.core.progress import progress
     from bench.evaluation.hook import evaluator_names
     from bench.metrics.correlation import write_analysis
-    from bench.runs.folder import load_runs
+    from bench.runs.folder import load_runs, not_done_text, require_readable
     from bench.suites.imports import load_builtin_evaluators
     from bench.suites.imports import load_run_imports
     from bench.training.trainer import reevaluate_run
@@ -71,10 +71,11 @@ def cmd_metrics(args) -> int:
     settings = parse_settings(args.settings, names)
     suite = records[0].suite
     selected = [r for r in records if args.plugins is None or r.plugin in args.plugins]
+    require_readable(selected, "metrics")
     done = [r for r in selected if r.status == "done" and not r.evaluated]   # evaluated: no checkpoint
+    skipped = not_done_text(selected)
     if not done:
-        raise BenchError(f"no finished runs of suite {suite} under {root} to compute metrics for")
-    skipped = len(selected) - len(done)
+        raise BenchError(f"no finished runs of suite {suite} under {root} to compute metrics for ({skipped})")
     device = resolve_device(args.device) if args.device else None
 
     t0 = time.perf_counter()
@@ -91,7 +92,7 @@ def cmd_metrics(args) -> int:
         bar.write(_summary_line(rec, result))
     if not args.quiet:
         print(f"{suite}: metrics ({', '.join(names)}) for {len(done) - len(failures)} run(s) in "
-              f"{time.perf_counter() - t0:.1f} s" + (f"; {skipped} unfinished run(s) skipped" if skipped else ""))
+              f"{time.perf_counter() - t0:.1f} s" + (f"; skipped {skipped}" if skipped else ""))
     for line in failures:
         print(f"failed: {line}", file=sys.stderr)
     if not args.no_analysis:

@@ -40,7 +40,9 @@ class Recipe:
     lr_decay_start: int = 250
     lr_decay_every: int = 50
     lr_decay_factor: float = 0.5
-    augment: Literal["none", "crop_flip"] = "crop_flip"
+    # none; crop (random crop of the zero-padded image); crop_flip (and a horizontal flip:
+    # only for data whose mirror image is the same class, e.g. CIFAR's photographs)
+    augment: Literal["none", "crop", "crop_flip"] = "crop_flip"
     crop_padding: int = 4
     log_every: int = 1                    # epochs between validation evaluations in log.jsonl
     checkpoint_every: int = 10            # epochs between checkpoints (and one at the end)
@@ -174,6 +176,18 @@ class ExecutorConfig:
             raise ValueError(f"executor.workers must be >= 1, got {self.workers}")
 
 
+def seed_problem(seeds) -> str:
+    """Why ``seeds`` are not valid run seeds ('' when they are): whole numbers >= 0, each once.
+    The one rule for every path a seed comes in by: a suite file, --set seeds=[…], --seeds,
+    a run's config.json read back by report, check, attack or metrics."""
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**63]
+    if bad:
+        return f"a seed is a whole number from 0 to 2^63-1, got {', '.join(map(repr, bad))}"
+    if len(set(seeds)) != len(seeds):
+        return f"seeds must not repeat, got {list(seeds)}"
+    return ""
+
+
 @dataclass(frozen=True)
 class Suite:
     name: str
@@ -204,6 +218,8 @@ class Suite:
             raise ValueError("a suite needs at least one plugin")
         if not self.seeds or not self.lrs:
             raise ValueError("a suite needs at least one seed and one learning rate")
+        if seed_problem(self.seeds):
+            raise ValueError(f"seeds: {seed_problem(self.seeds)}")
         if any(lr <= 0 for lr in self.lrs):
             raise ValueError(f"learning rates must be > 0, got {list(self.lrs)}")
         if len(set(self.seeds)) != len(self.seeds) or len(set(self.plugins)) != len(self.plugins):

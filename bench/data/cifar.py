@@ -86,9 +86,14 @@ def _resolve_root(name: str, cfg: DatasetConfig) -> Path:
     where = root / folder
     if not where.is_dir():
         hint = "" if root.is_dir() else " (that folder does not exist)"
+        from bench.data.imagefolder import looks_like_image_folder
+        folder_hint = (f"{root} looks like an image folder (train/ and test/ or their archives): add --set "
+                       f"dataset.name=imagefolder to train this suite on it" if looks_like_image_folder(root) else
+                       f"for an image folder (train/<class>/<images>, test/<class>/<images>, or train.tar.gz and "
+                       f"test.tar.gz) add --set dataset.name=imagefolder")
         raise BenchError(f"{title} not found: expected {where}/ with {', '.join(files)}{hint}; extract "
                          f"{reader.filename} ({_HOMEPAGE}) into {root}, or add --set dataset.download=true "
-                         f"on a machine with network")
+                         f"on a machine with network; {folder_hint}")
     missing = [f for f in files if not (where / f).is_file()]
     if missing:
         raise BenchError(f"{title} folder {where} is incomplete: missing {', '.join(missing)}")

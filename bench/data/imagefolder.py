@@ -123,6 +123,11 @@ def _find_archive(root: Path, split: str) -> Path | None:
     return None
 
 
+def looks_like_image_folder(root: Path) -> bool:
+    """Whether ``root`` holds a train and a test split in this module's layout (folders or archives)."""
+    return all((root / split).is_dir() or _find_archive(root, split) is not None for split in SPLITS)
+
+
 def find_sources(root: Path) -> dict[str, FolderSplit | ArchiveSplit]:
     """The train and test sources under ``root``: folders first, else archives."""
     if not root.is_dir():

@@ -1,6 +1,8 @@
 """An on-device batch loader: the dataset lives as a uint8 tensor on the training device.
 
-Shuffling, random crop (zero padding) and horizontal flips are done on whole batches
+Shuffling, random crop (zero padding) and horizontal flips (``augment``: none, crop, or
+crop_flip; a flip only where a suite asks for it, since mirroring changes what a digit or
+a letter is) are done on whole batches
 with tensor ops and a seeded ``torch.Generator``; there is no per-image Python and no
 worker process. The same code runs on CPU and GPU. (This is how the fastest CIFAR
 trainers avoid the data-loader bottleneck: a 50,000-image CIFAR set is 150 MB as
@@ -60,6 +62,7 @@ def random_crop_flip(x: torch.Tensor, padding: int, generator: torch.Generator |
     return crop_flip(x, padding, dy, dx, flip, channels_last=channels_last)
 
 
+AUGMENTATIONS = ("none", "crop", "crop_flip")
 FLOAT_CACHE_BYTES = 64 * 2**20
 
 
@@ -78,8 +81,8 @@ class DeviceLoader:
                  device: torch.device | str = "cpu", shuffle: bool = False,
                  augment: str = "none", padding: int = 4, drop_last: bool = False,
                  channels_last: bool = False) -> None:
-        if augment not in ("none", "crop_flip"):
-            raise ValueError(f"unknown augmentation {augment!r} (none, crop_flip)")
+        if augment not in AUGMENTATIONS:
+            raise ValueError(f"unknown augmentation {augment!r} ({', '.join(AUGMENTATIONS)})")
         self.device = torch.device(device)
         self.x = x.to(self.device)
         self.y = y.to(self.device)
@@ -124,7 +127,7 @@ class DeviceLoader:
                 raise RuntimeError("DeviceLoader.set_seed() must be called before a shuffled/augmented pass")
         order = (torch.randperm(n, generator=self.generator, device=self.device)
                  if self.shuffle else torch.arange(n, device=self.device))
-        augmented = self.augment == "crop_flip" and self.x.dim() == 4
+        augmented = self.augment in ("crop", "crop_flip") and self.x.dim() == 4
         if augmented:  # replay the skipped batches' draws, so that the generator is where a full pass has it
             for i in range(start):
                 size = min(self.batch_size, n - i * self.batch_size)
@@ -136,7 +139,11 @@ class DeviceLoader:
                 continue
             xb = self.x.index_select(0, idx)  # = x[idx], without advanced indexing's overhead
             if augmented:
-                xb = random_crop_flip(xb, self.padding, self.generator, channels_last=self.channels_last)
+                # "crop" draws what crop_flip draws (the same crops) and ignores the coins
+                dy, dx, flip = draw_crop_flip(xb.shape[0], self.padding, self.generator, self.device)
+                if self.augment == "crop":
+                    flip = torch.zeros_like(flip)
+                xb = crop_flip(xb, self.padding, dy, dx, flip, channels_last=self.channels_last)
             elif self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             # .float() keeps the memory format; the division is in place on the new tensor

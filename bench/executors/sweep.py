@@ -21,6 +21,9 @@ from bench.runs.folder import RunOutcome, RunSpec, failure_text, is_done, plan_r
 def select_runs(suite: Suite, plugins: list[str] | None = None, seeds: list[int] | None = None) -> list[RunSpec]:
     """The runs of ``suite``, only of these plugins and seeds (each must be in the suite:
     ``bench.suites.add_plugins`` puts a plugin the suite does not list into it first)."""
+    from bench.config.schema import seed_problem
+    if seeds and seed_problem(list(dict.fromkeys(seeds))):
+        raise BenchError(f"--seeds: {seed_problem(list(dict.fromkeys(seeds)))}")
     runs = plan_runs(suite)
     for kind, given, known in (("plugin", plugins, suite.plugins), ("seed", seeds, suite.seeds)):
         unknown = [str(v) for v in dict.fromkeys(given or ()) if v not in known]

@@ -132,21 +132,25 @@ class CifarResNet(nn.Module):
 
 @BACKBONES.register("mlp")
 def mlp(cfg: BackboneConfig, input_shape: tuple[int, ...]) -> nn.Module:
+    """MLP: flatten, then Linear + SiLU per width of backbone.hidden (default 256-256); features h = the last width."""
     return MLP(input_shape, tuple(cfg.hidden))
 
 
 @BACKBONES.register("small_cnn")
 def small_cnn(cfg: BackboneConfig, input_shape: tuple[int, ...]) -> nn.Module:
+    """Small CNN for CPU-scale image suites: per width of backbone.channels (default 32-64-128) two conv-BN-SiLU, 2×2 max-pool between stages, global mean pool."""
     return SmallCNN(input_shape, tuple(cfg.channels))
 
 
 @BACKBONES.register("resnet18")
 def resnet18(cfg: BackboneConfig, input_shape: tuple[int, ...]) -> nn.Module:
+    """CIFAR ResNet-18 (3×3 stem, stride 1, no max-pool; batch norm, SiLU; paper Appendix C): 512-wide features."""
     return CifarResNet(BasicBlock, (2, 2, 2, 2), input_shape[0])
 
 
 @BACKBONES.register("resnet50")
 def resnet50(cfg: BackboneConfig, input_shape: tuple[int, ...]) -> nn.Module:
+    """CIFAR ResNet-50 (bottleneck blocks, 3×3 stem, no max-pool; batch norm, SiLU; paper Appendix C): 2048-wide features."""
     return CifarResNet(Bottleneck, (3, 4, 6, 3), input_shape[0])
 
 

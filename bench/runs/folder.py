@@ -7,6 +7,7 @@ A Run is one (suite, plugin, seed, lr): an independent, idempotent unit with its
         provenance.json    commit, versions, device, start/end time, resumptions
         log.jsonl          one JSON line per epoch (loss terms, γ, accuracies)
         checkpoint.pt      model + optimizer + next epoch (atomic; weights_only loadable)
+        checkpoint.unreadable.pt  a checkpoint that did not load, set aside (the run restarted)
         result.json        written last, atomically: status "done" or "failed"
         result.failed.json the last failure of a run being retried (--retry-failed)
         run.lock           its one writer (bench.core.locks); slurm.json: its Slurm job
@@ -32,6 +33,7 @@ from typing import Any
 
 from bench.config.migrate import migrate_suite_dict
 from bench.config.params import params_dict, suite_params
+from bench.config.schema import seed_problem
 from bench.core import io
 from bench.core.errors import BenchError
 from bench.core.locks import RunLock, holder
@@ -40,6 +42,7 @@ CONFIG = "config.json"
 PROVENANCE = "provenance.json"
 LOG = "log.jsonl"
 CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_SET_ASIDE = "checkpoint.unreadable.pt"
 RESULT = "result.json"
 FAILED_KEPT = "result.failed.json"
 RESULT_SCHEMA = 1
@@ -195,14 +198,47 @@ def suite_from_config(config: dict):
 
 # --------------------------------------------------------------------------- records
 
+UNREADABLE = "unreadable"
+
+
 def read_result(run_dir: Path) -> dict | None:
-    """result.json, or None when there is none; one that cannot be read is a failed record."""
+    """result.json, or None when there is none.
+
+    One that cannot be read (truncated, not JSON, not a JSON object) is a *failed* record of
+    kind "unreadable", for every command alike: ``bench status`` and ``bench report`` list it
+    as failed with this reason, ``bench run`` counts it failed (``--retry-failed`` redoes the
+    run from its checkpoint), and the commands that need the result (``bench attack``,
+    ``bench metrics``) refuse with one line (``require_readable``)."""
+    path = Path(run_dir) / RESULT
     try:
-        return io.read_json(Path(run_dir) / RESULT)
+        result = io.read_json(path)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError):
-        return {"status": "failed", "failure": {"kind": "unreadable", "reason": f"{RESULT} cannot be read"}}
+    except (OSError, ValueError) as exc:
+        return unreadable_record(f"{RESULT} cannot be read ({type(exc).__name__}: {exc})")
+    if not isinstance(result, dict):
+        return unreadable_record(f"{RESULT} holds a JSON {type(result).__name__}, not an object")
+    return result
+
+
+def unreadable_record(problem: str) -> dict:
+    return {"status": "failed", "failure": {"kind": UNREADABLE, "problem": problem,
+                                            "reason": f"{problem}; bench run --retry-failed redoes the run"}}
+
+
+def is_unreadable(result: dict | None) -> bool:
+    return isinstance(result, dict) and (result.get("failure") or {}).get("kind") == UNREADABLE
+
+
+def require_readable(records: list["RunRecord"], command: str) -> None:
+    """One error line when any run's result.json cannot be read: ``command`` needs every result
+    it was pointed at, and a damaged one is not silently skipped."""
+    bad = [r for r in records if is_unreadable(r.result)]
+    if bad:
+        raise BenchError(f"{len(bad)} run(s) have a {RESULT} that cannot be read (e.g. {bad[0].path / RESULT}: "
+                         f"{bad[0].result['failure']['problem']}); bench status lists them as failed. "
+                         f"Redo them with bench run --retry-failed (same suite and --runs), then rerun bench "
+                         f"{command}")
 
 
 def is_done(result: dict | None) -> bool:
@@ -318,6 +354,45 @@ def reset_failed(run_dir: Path) -> bool:
         lock.release()
 
 
+# --------------------------------------------------------------------------- checkpoints
+
+class UnreadableCheckpoint(Exception):
+    """checkpoint.pt exists but does not load as a checkpoint of this run (damaged on disk,
+    truncated by a copy, or of another model)."""
+
+
+def read_checkpoint(run_dir: Path, map_location=None) -> dict | None:
+    """The run's checkpoint (``weights_only``), None when there is none.
+
+    Raises UnreadableCheckpoint when the file does not unpickle into a checkpoint mapping
+    (every write is atomic, so this is damage from outside: a disk, a copy, an edit)."""
+    import pickle
+    import torch
+    path = Path(run_dir) / CHECKPOINT
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except (OSError, RuntimeError, ValueError, EOFError, AttributeError, KeyError, IndexError,
+            pickle.UnpicklingError) as exc:
+        text = str(exc).split(". ")[0]   # torch's first sentence says what broke; the rest is advice
+        raise UnreadableCheckpoint(f"{type(exc).__name__}: {text}"[:300]) from None
+    if not isinstance(state, dict) or not {"model", "optimizer", "epoch"} <= set(state):
+        raise UnreadableCheckpoint("not an lpc-bench checkpoint (no model, optimizer and epoch)")
+    return state
+
+
+def set_aside_checkpoint(run_dir: Path, problem: str) -> str:
+    """Move a checkpoint that does not load to checkpoint.unreadable.pt (kept for a look, never
+    loaded again) and return the one warning line saying so: the run then restarts from
+    scratch, so a damaged file cannot trap it in a loop of failures. (Checkpoints are
+    replaced atomically; there is no older one to fall back to.)"""
+    run_dir = Path(run_dir)
+    os.replace(run_dir / CHECKPOINT, run_dir / CHECKPOINT_SET_ASIDE)
+    return (f"warning: {run_dir / CHECKPOINT} does not load ({problem}); moved to {CHECKPOINT_SET_ASIDE}, "
+            f"the run restarts from epoch 0")
+
+
 # --------------------------------------------------------------------------- state
 
 STATES = ("pending", "running", "done", "failed")
@@ -427,6 +502,13 @@ class RunRecord:
         return self.path / name
 
 
+def not_done_text(records: list[RunRecord]) -> str:
+    """'1 failed, 2 unfinished' for the runs of ``records`` that are not done ('' when all are)."""
+    failed = sum(r.status == "failed" for r in records)
+    unfinished = sum(r.result is None for r in records)
+    return ", ".join(f"{n} {what}" for n, what in ((failed, "failed"), (unfinished, "unfinished")) if n)
+
+
 def load_runs(root: Path, suite: str | None = None) -> list[RunRecord]:
     """Every run folder (one with config.json) under ``root``, optionally of one suite."""
     root = Path(root)
@@ -439,11 +521,12 @@ def load_runs(root: Path, suite: str | None = None) -> list[RunRecord]:
             run = config["run"]
         except (ValueError, KeyError, OSError, TypeError):
             raise BenchError(f"{config_path} is not an lpc-bench run config") from None
+        if isinstance(run, dict) and seed_problem([run.get("seed")]):
+            raise BenchError(f"{config_path}: run.seed: {seed_problem([run.get('seed')])}")
         if suite is not None and run["suite"] != suite:
             continue
         result = read_result(config_path.parent)
-        if result is not None and result.get("failure", {}).get("kind") != "unreadable" \
-                and result.get("schema") != RESULT_SCHEMA:
+        if result is not None and not is_unreadable(result) and result.get("schema") != RESULT_SCHEMA:
             raise BenchError(f"{config_path.parent / RESULT} has result schema {result.get('schema')!r}; "
                              f"this lpc-bench reads schema {RESULT_SCHEMA}")
         records.append(RunRecord(config_path.parent, config, result))

@@ -22,6 +22,7 @@ from bench.config.schema import Suite
 from bench.core.errors import BenchError
 from bench.core.typed import from_dict, parse_override
 from bench.suites.imports import load_builtin_evaluators
+from bench.suites.scaled import is_data_template, named_after_data, smoke_suite
 
 
 def suite_names() -> list[str]:
@@ -50,17 +51,33 @@ def suite_text(name_or_path: str) -> str:
 def suite_name(name_or_path: str | None) -> str | None:
     """The name a suite's runs are filed under: a built-in name as given, a YAML file's
     ``name`` (read without checking the rest: ``report`` and ``check`` need only that)."""
-    if name_or_path is None or not is_suite_path(name_or_path):
+    if name_or_path is None:
+        return None
+    if not is_suite_path(name_or_path):
+        resource = resources.files("bench.suites") / f"{name_or_path}.yaml"
+        if resource.is_file():
+            _not_a_template(name_or_path, str(_parse(name_or_path, resource.read_text()).get("name") or ""))
         return name_or_path
     data = _parse(name_or_path, suite_text(name_or_path))
     name = data.get("name")
     if not isinstance(name, str) or not name:
         raise BenchError(f"suite file {name_or_path!r} has no name")
+    return _not_a_template(name_or_path, name)
+
+
+def _not_a_template(given: str, name: str) -> str:
+    if is_data_template(name):
+        raise BenchError(f"suite {given!r} files its runs under the name of its data folder (the --data-root "
+                         f"of bench run): pass that name as --suite (bench status --runs DIR lists the suites)")
     return name
 
 
-def load_suite(name_or_path: str, overrides: list[str] | None = None, imports: tuple[str, ...] = ()) -> Suite:
+def load_suite(name_or_path: str, overrides: list[str] | None = None, imports: tuple[str, ...] = (),
+               *, smoke: bool = False) -> Suite:
     """A built-in suite by name, or a YAML file by path, checked and with overrides applied.
+
+    ``smoke``: the suite at smoke scale, filed as ``<name>-smoke`` (``bench.suites.scaled``);
+    a suite named after its data (``{data}``) is filled in from ``dataset.root``.
 
     ``imports`` (``--import``) join the suite's ``runtime.imports``; all are imported
     before the names are checked, and kept in their resolved form (absolute file paths).
@@ -76,7 +93,10 @@ def load_suite(name_or_path: str, overrides: list[str] | None = None, imports: t
     loaded = load_imports((*suite.runtime.imports, *imports))
     suite = suite.replace(runtime=dataclasses.replace(suite.runtime, imports=loaded))
     validate_suite(suite)
-    return suite
+    if smoke:
+        suite = smoke_suite(suite)
+        validate_suite(suite)   # its trimmed attack settings, through the same checks
+    return named_after_data(suite)
 
 
 def _parse(name_or_path: str, text: str) -> dict:

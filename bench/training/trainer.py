@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
@@ -225,23 +226,28 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     optimizer = make_optimizer(model, suite, spec.lr)
     recipe = suite.recipe
 
-    start_epoch = 0
     checkpoint_path = run_dir / folder.CHECKPOINT
     log_path = run_dir / folder.LOG
-    if checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state.get("format") != CHECKPOINT_FORMAT:
-            raise BenchError(f"{checkpoint_path}: unknown checkpoint format {state.get('format')!r}")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        start_epoch = int(state["epoch"])
+    start_epoch, restarted = resume_from_checkpoint(run_dir, model, optimizer, device)
+    if restarted is not None:  # the weights may be half-loaded: start from the seeded initial ones
+        print(restarted, file=sys.stderr, flush=True)
+        model = build_model(suite, spec.plugin, data, spec.seed).to(device)
+        if device.type == "cuda" and suite.runtime.channels_last and len(data.input_shape) == 3:
+            model = model.to(memory_format=torch.channels_last)
+        optimizer = make_optimizer(model, suite, spec.lr)
     # keep only the log lines the checkpoint covers: a resumed run rewrites the rest identically
     log_rows = [r for r in io.read_jsonl(log_path) if r.get("epoch", math.inf) < start_epoch]
     io.atomic_write_text(log_path, "".join(io.json.dumps(r, sort_keys=True) + "\n" for r in log_rows))
     prov_path = run_dir / folder.PROVENANCE
+    if restarted is not None:
+        prov["restarted"] = {"at": prov["started"], "reason": restarted.removeprefix("warning: ")}
     if start_epoch > 0 and prov_path.exists():
         # a resumed run keeps its first start; each resumption is listed with its epoch and host
-        earlier = io.read_json(prov_path)
+        try:
+            earlier = io.read_json(prov_path)
+        except (OSError, ValueError):
+            earlier = {}   # a damaged record of earlier starts must not stop the run
+        earlier = earlier if isinstance(earlier, dict) else {}
         resumed = earlier.get("resumed", []) + [{"at": prov["started"], "epoch": start_epoch,
                                                   "host": prov["host"], "commit": prov["commit"]}]
         prov.update(started=earlier.get("started", prov["started"]), resumed=resumed)
@@ -277,11 +283,13 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
                 on_epoch_end(epoch)
     except Diverged as exc:
         failure = exc
+    except Exception:
+        _stamp_finished(prov_path, prov)   # the failure is recorded by the caller
+        raise
 
     train_wall = time.perf_counter() - started
-    prov["finished"] = now()
-    io.atomic_write_json(prov_path, prov)
     if failure is not None:
+        _stamp_finished(prov_path, prov)
         result = folder.write_failure(run_dir, spec, "nan", failure.reason, epoch=failure.epoch, wall_s=train_wall,
                                       stage="training", term=failure.term)
         return RunOutcome(spec, "failed", result, train_wall)
@@ -289,11 +297,42 @@ def _train_run_locked(suite: Suite, spec: RunSpec, out_root: Path, *, quiet: boo
     # a run resumed from its final checkpoint trains no epoch: put the schedules (γ, the
     # margin plugins' inference scale) where an uninterrupted run leaves them
     model.head.set_epoch(recipe.epochs - 1)
-    result = evaluate_run(suite, spec, model, data, device, quiet=quiet)
+    try:
+        result = evaluate_run(suite, spec, model, data, device, quiet=quiet)
+    finally:
+        # the run's own end: after its evaluation (result.json's wall_s covers both), so that
+        # finished - started spans the run's training and evaluation
+        _stamp_finished(prov_path, prov)
     result["train_wall_s"] = train_wall
     result["wall_s"] = time.perf_counter() - started
     folder.write_result(run_dir, result)
     return RunOutcome(spec, "done", result, result["wall_s"])
+
+
+def _stamp_finished(prov_path: Path, prov: dict) -> None:
+    prov["finished"] = now()
+    io.atomic_write_json(prov_path, prov)
+
+
+def resume_from_checkpoint(run_dir: Path, model: Classifier, optimizer, device) -> tuple[int, str | None]:
+    """(epoch to start from, None) after loading the run's checkpoint into ``model`` and
+    ``optimizer`` ((0, None) without one); (0, warning line) when it does not load: it is
+    set aside and the run restarts from scratch (the caller rebuilds the model)."""
+    try:
+        state = folder.read_checkpoint(run_dir, map_location=device)
+        if state is None:
+            return 0, None
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise BenchError(f"{run_dir / folder.CHECKPOINT}: unknown checkpoint format {state.get('format')!r}")
+        try:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            start_epoch = int(state["epoch"])
+        except (RuntimeError, ValueError, KeyError, TypeError) as exc:   # wrong or missing tensors
+            raise folder.UnreadableCheckpoint(f"{type(exc).__name__}: {str(exc).split('. ')[0]}"[:300]) from None
+    except folder.UnreadableCheckpoint as exc:
+        return 0, folder.set_aside_checkpoint(run_dir, str(exc))
+    return start_epoch, None
 
 
 def _train_epoch(model: Classifier, optimizer, batches: Iterable, suite: Suite,
@@ -366,7 +405,12 @@ def load_trained_run(run_dir: Path, device: torch.device | None = None):
     device = device or resolve_device(suite.runtime.device)
     data = get_data(suite)
     model = build_model(suite, spec.plugin, data, spec.seed).to(device)
-    state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+    try:
+        state = folder.read_checkpoint(run_dir, map_location=device)
+    except folder.UnreadableCheckpoint as exc:
+        raise BenchError(f"{checkpoint_path} does not load ({exc}): the run's weights are lost (its result.json "
+                         f"is kept); to evaluate it again, retrain it: remove {run_dir / folder.RESULT} and rerun bench run "
+                         f"(the run restarts from scratch)") from None
     if int(state["epoch"]) != suite.recipe.epochs:
         raise BenchError(f"{run_dir}: checkpoint is at epoch {state['epoch']} of {suite.recipe.epochs}; "
                          f"finish the run first (bench run)")
