@@ -122,15 +122,20 @@ def test_head_penalty_and_losses_are_float32_under_bf16_autocast(device):
         backbone = create_backbone(BackboneConfig(name="small_cnn", channels=(8, 16, 16)), (3, 32, 32))
         model = Classifier(backbone, create_plugin(name, backbone.feature_dim, 10, widths), [0.5] * 3, [0.25] * 3)
         model = model.to(device).to(memory_format=torch.channels_last).train()
+        # a gradient-penalty plugin differentiates the loss with respect to the input
+        xin = x.detach().clone().requires_grad_(bool(getattr(model.head, "input_grad", False)))
         with autocast(device, "bf16"):
             h = model.backbone((x - model.mean) / model.std)
-            out = model.forward_all(x)
+            out = model.forward_all(xin)
         assert h.dtype == torch.bfloat16, f"{name}: autocast is not active ({h.dtype})"
         assert out.logits.dtype == out.latent.dtype == torch.float32, name
         # the head ran in float32 on the bf16 features: the same as running it outside autocast
         ref = model.head(out.features.float())
         assert torch.equal(ref.logits, out.logits) and torch.equal(ref.latent, out.latent), name
-        terms = model.head.loss(out, y)
+        # an input-side plugin (adversarial training, gradient penalty) also sees the batch
+        from registry.base import Batch
+        batch = Batch(x=xin, y=y, model=model, autocast=lambda: autocast(device, "bf16"))
+        terms = model.head.loss(out, y, batch) if model.head.uses_input() else model.head.loss(out, y)
         for term, value in terms.items():
             assert value.dtype == torch.float32 and torch.isfinite(value), f"{name}.{term}: {value}"
     # the LPC penalty on a collapsing latent (‖z‖ ~ 1e-3, below bf16's resolution next to 1)

@@ -52,7 +52,7 @@ def test_smoke_figures_are_the_real_measurements(smoke):
     assert env["environment"]["device"] == "cpu" and env["bf16_matmul"]["tflops"] > 0
     tests = s["correctness"]["figures"]["pytest_cuda"]
     # the cuda tests ran on the CPU stand-in, but for the two that take minutes there
-    assert tests["counts"] == {"passed": 6} and tests["exit_code"] == 0
+    assert set(tests["counts"]) == {"passed"} and tests["counts"]["passed"] >= 6 and tests["exit_code"] == 0
     assert all(k.startswith("tests/test_cuda.py::") for k in tests["tests"])
     tp = s["throughput"]["figures"]
     for model in ("resnet18", "resnet50"):

@@ -90,9 +90,9 @@ class AttackUnitTestOptions:
 
 def features(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """φ(x): a Classifier's backbone features h (wider than its latent), else the pixels."""
-    if hasattr(model, "forward_all"):
-        return model.forward_all(x).features.flatten(1)
-    return x.flatten(1)
+    # a model evaluated from a file (bench evaluate) has forward_all without backbone features
+    feats = getattr(model.forward_all(x), "features", None) if hasattr(model, "forward_all") else None
+    return x.flatten(1) if feats is None else feats.flatten(1)
 
 
 def distance(a: torch.Tensor, b: torch.Tensor, norm: str) -> torch.Tensor:

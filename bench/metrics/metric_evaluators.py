@@ -47,6 +47,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import torch
 
 from bench.core.errors import BenchError
 from bench.evaluation.columns import RANK_GEOMETRY, Column
