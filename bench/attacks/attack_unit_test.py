@@ -303,6 +303,9 @@ def attack_unit_test_evaluator(ctx: EvalContext, opts: AttackUnitTestOptions) ->
         eps = chosen[norm] if chosen[norm] is not None else (max(grid[norm]) if grid.get(norm) else None)
         if eps is None:
             continue
+        if x.shape[0] == 0:   # no correctly classified input to plant near: not measured
+            tests[norm] = {"eps": eps, "n_tests": 0, "suite_pass_rate": None, "attacks": names}
+            continue
         with attack_guard(ctx.model):
             planted, idx, fails, xb = plant(ctx.model, x, y, eps, norm, opts, ctx.device)
         skipped_overlap[norm] = fails.pop()["skipped_overlapping"]
@@ -350,14 +353,14 @@ def attack_unit_test_evaluator(ctx: EvalContext, opts: AttackUnitTestOptions) ->
         n_tests_total += m
     rate = n_found_total / n_tests_total if n_tests_total else None
     with torch.no_grad():
-        width = int(features(ctx.model, x[:1].to(ctx.device)).shape[1])
+        width = int(features(ctx.model, x_all[:1].to(ctx.device)).shape[1])   # x may be empty
     return {
         "suite_pass_rate": rate, "threshold": opts.threshold,
         "passed": None if rate is None else bool(rate >= opts.threshold),
         "n_tests": n_tests_total, "n_found": n_found_total, "n_setup_failures": len(failures),
         "setup_failures": failures, "tests": tests, "per_attack": per_attack, "not_covered": skipped,
         "features": ("backbone features h" if hasattr(ctx.model, "forward_all") else "pixels") + f" ({width})",
-        "n_inner": inner_count(opts.n_inner, width, x[0].numel()), "inner_radius": opts.inner_radius,
+        "n_inner": inner_count(opts.n_inner, width, x_all[0].numel()), "inner_radius": opts.inner_radius,
         "boundary_fraction": opts.boundary_fraction, "seed": opts.seed,
         "n_skipped_overlapping": skipped_overlap,
         "reference": "Zimmermann et al. 2022, binarization test; a planted adversarial within ε of each input",
