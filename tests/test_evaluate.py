@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from bench.cli.main import main
-from conftest import TIMING_KEYS
+from conftest import TIMING_KEYS, without_timing
 
 # a small protocol: every kind of evaluator (min-norm, fixed-budget, best-known, reliability,
 # collapse under attack, a latent metric), on 40 test inputs
@@ -285,3 +285,20 @@ def test_the_readme_example_runs_as_written(tmp_path):
     result = result_of(tmp_path / "runs", "my-mlp")
     assert result["origin"] == "evaluated" and result["test_acc"] > 0.9 and not result.get("skipped")
     assert "| my-mlp (evaluated) |" in (tmp_path / "runs" / "leaderboards" / "digits.md").read_text()
+
+
+def test_a_channels_last_conv_net_is_attacked_like_a_contiguous_one():
+    # a CUDA run trains in channels_last; the H200 check found torchattacks' PGDL2 failing on
+    # its input gradients (`.view` of a channels_last tensor). Same numbers in either layout.
+    from bench import evaluate
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(),
+                        nn.Linear(16, 10))
+    x, y = torch.rand(24, 3, 8, 8), torch.arange(24) % 10
+    y = torch.where(torch.arange(24) < 14, net(x).argmax(1).detach(), y)   # most correct, all 10 classes
+    sets = ["dataset.name=imagefolder", "evaluation.subset_size=24",
+            "evaluation.settings.attacks.methods=[pgd-l2]", "evaluation.settings.attacks.params={}"]
+    plain = evaluate(net, "cifar10-small", data=(x, y), evaluators=["attacks"], overrides=sets, device="cpu")
+    channels_last = evaluate(net.to(memory_format=torch.channels_last), "cifar10-small", data=(x, y),
+                             evaluators=["attacks"], overrides=sets, device="cpu")
+    assert without_timing(channels_last["evaluations"]) == without_timing(plain["evaluations"])

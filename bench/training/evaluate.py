@@ -124,7 +124,9 @@ def evaluation_context(model: nn.Module, data, *, subset_size: int, subset_seed:
                        quiet: bool = True) -> tuple[EvalContext, dict[str, float]]:
     """(EvalContext, accuracy per split) of ``model`` on every split ``data`` has."""
     load_builtin_evaluators()
-    model.eval()
+    # Trained in channels_last on CUDA, a conv net returns input gradients in that layout, and
+    # third-party attacks flatten them with .view (torchattacks' PGDL2 fails): attack it contiguous.
+    model.eval().to(memory_format=torch.contiguous_format)
     zs, predictions, labels, accuracy = {}, {}, {}, {}
     for split in ("train", "val", "test"):
         pair = data.split(split)

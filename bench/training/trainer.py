@@ -319,7 +319,10 @@ def resume_from_checkpoint(run_dir: Path, model: Classifier, optimizer, device) 
     ``optimizer`` ((0, None) without one); (0, warning line) when it does not load: it is
     set aside and the run restarts from scratch (the caller rebuilds the model)."""
     try:
-        state = folder.read_checkpoint(run_dir, map_location=device)
+        # onto the CPU: load_state_dict moves each tensor to its parameter's device, and Adam's
+        # step counters stay on the CPU as in an uninterrupted run (map_location=cuda put them
+        # on the GPU: the H200 check's resumed state differed in device, not in value)
+        state = folder.read_checkpoint(run_dir, map_location="cpu")
         if state is None:
             return 0, None
         if state.get("format") != CHECKPOINT_FORMAT:
@@ -406,7 +409,10 @@ def load_trained_run(run_dir: Path, device: torch.device | None = None):
     data = get_data(suite)
     model = build_model(suite, spec.plugin, data, spec.seed).to(device)
     try:
-        state = folder.read_checkpoint(run_dir, map_location=device)
+        # onto the CPU: load_state_dict moves each tensor to its parameter's device, and Adam's
+        # step counters stay on the CPU as in an uninterrupted run (map_location=cuda put them
+        # on the GPU: the H200 check's resumed state differed in device, not in value)
+        state = folder.read_checkpoint(run_dir, map_location="cpu")
     except folder.UnreadableCheckpoint as exc:
         raise BenchError(f"{checkpoint_path} does not load ({exc}): the run's weights are lost (its result.json "
                          f"is kept); to evaluate it again, retrain it: remove {run_dir / folder.RESULT} and rerun bench run "
