@@ -95,3 +95,40 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def attacked_digits_context(plugin: str, eps_l2: list[float], **fields) -> EvalContext:
+    """A digits Classifier of ``plugin`` after 60 full-batch Adam steps, in an EvalContext
+    (latents and predictions of every split; ``fields`` adds to it) with deepfool, attacks
+    (PGD-L2 and DDN-L2 at ``eps_l2`` on 80 test inputs) and best_known already run."""
+    from bench.attacks.attack_evaluators import AttacksOptions, attacks_evaluator, deepfool_evaluator
+    from bench.attacks.best_known import best_known_evaluator
+    from bench.attacks.deepfool import DeepFoolOptions
+    from bench.core.typed import from_dict
+    from bench.evaluation.hook import NoOptions, attack_subset
+    from bench.suites import load_suite
+    from bench.training.trainer import build_model, get_data, predict
+    suite = load_suite("digits", [f"plugins=[{plugin}]"])
+    data = get_data(suite)
+    model = build_model(suite, plugin, data, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    x, y = data.split("train")
+    xf = x.float() / data.pixel_scale
+    for _ in range(60):
+        opt.zero_grad()
+        nn.functional.cross_entropy(model(xf), y).backward()
+        opt.step()
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    latents, preds, labels = {}, {}, {}
+    for split in ("train", "val", "test"):
+        xs, ys = data.split(split)
+        latents[split], preds[split] = predict(model, xs, data.pixel_scale, torch.device("cpu"), 1000)
+        labels[split] = ys
+    ctx = EvalContext(model=model, data=data, device=torch.device("cpu"), latents=latents, labels=labels,
+                      predictions=preds, subset=attack_subset(data.test_y.shape[0], 80, 0), **fields)
+    ctx.results["deepfool"] = deepfool_evaluator(ctx, DeepFoolOptions())
+    ctx.results["attacks"] = attacks_evaluator(ctx, from_dict(AttacksOptions, {
+        "methods": ["pgd-l2", "ddn-l2"], "eps_l2": list(eps_l2), "params": {"ddn-l2": {"steps": 30}}}))
+    ctx.results["best_known"] = best_known_evaluator(ctx, NoOptions())
+    return ctx

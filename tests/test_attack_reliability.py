@@ -33,7 +33,8 @@ from bench.core.errors import BenchError
 from bench.core.typed import from_dict
 from bench.evaluation.hook import NoOptions, evaluator_options
 
-from attack_helpers import affine_problem, closed_form, make_ctx, one_thread, trained  # noqa: F401 (autouse)
+from attack_helpers import (affine_problem, attacked_digits_context, closed_form, make_ctx,  # noqa: F401 (autouse)
+                            one_thread, trained)
 
 
 def attack_session(model, codes, labels, attacks: dict, deepfool: dict | None = None):
@@ -416,33 +417,7 @@ def test_collapse_evaluator_on_a_trained_classifier(trained_classifier):
 @pytest.fixture(scope="module")
 def trained_classifier():
     """A Classifier (with forward_all) trained briefly on digits, with its evaluators run."""
-    from bench.evaluation.hook import EvalContext, attack_subset
-    from bench.suites import load_suite
-    from bench.training.trainer import build_model, get_data, predict
-    suite = load_suite("digits", ["plugins=[NoPen]"])
-    data = get_data(suite)
-    model = build_model(suite, "NoPen", data, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = data.split("train")
-    xf = x.float() / data.pixel_scale
-    for _ in range(60):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(xf), y).backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    model.eval()
-    latents, preds, labels = {}, {}, {}
-    for split in ("train", "val", "test"):
-        xs, ys = data.split(split)
-        latents[split], preds[split] = predict(model, xs, data.pixel_scale, torch.device("cpu"), 1000)
-        labels[split] = ys
-    ctx = EvalContext(model=model, data=data, device=torch.device("cpu"), latents=latents,
-                      labels=labels, predictions=preds, subset=attack_subset(data.test_y.shape[0], 80, 0))
-    ctx.results["deepfool"] = deepfool_evaluator(ctx, DeepFoolOptions())
-    ctx.results["attacks"] = attacks_evaluator(ctx, from_dict(AttacksOptions, {
-        "methods": ["pgd-l2", "ddn-l2"], "eps_l2": [0.25, 0.5], "params": {"ddn-l2": {"steps": 30}}}))
-    ctx.results["best_known"] = best_known_evaluator(ctx, NoOptions())
-    return ctx
+    return attacked_digits_context("NoPen", [0.25, 0.5])
 
 
 def test_best_known_ignores_nothing_silently(mlp):

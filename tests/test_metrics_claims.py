@@ -249,38 +249,11 @@ def test_hidden_layers_of_the_builtin_backbones():
 @pytest.fixture(scope="module")
 def lpc_session():
     """A briefly trained LPC classifier on digits, with deepfool, attacks and best_known run."""
-    from bench.attacks.attack_evaluators import AttacksOptions, attacks_evaluator, deepfool_evaluator
-    from bench.attacks.best_known import best_known_evaluator
-    from bench.attacks.deepfool import DeepFoolOptions
-    from bench.core.typed import from_dict
-    from bench.evaluation.hook import NoOptions, attack_subset
-    from bench.suites import load_suite
-    from bench.training.trainer import build_model, get_data, predict
+    from attack_helpers import attacked_digits_context
     torch.set_num_threads(1)
-    suite = load_suite("digits", ["plugins=[LPC-NARROW]"])
-    data = get_data(suite)
-    model = build_model(suite, "LPC-NARROW", data, seed=0)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
-    x, y = data.split("train")
-    xf = x.float() / data.pixel_scale
-    for _ in range(60):
-        opt.zero_grad()
-        torch.nn.functional.cross_entropy(model(xf), y).backward()
-        opt.step()
-    model.zero_grad(set_to_none=True)
-    model.eval()
-    latents, preds, labels = {}, {}, {}
-    for split in ("train", "val", "test"):
-        xs, ys = data.split(split)
-        latents[split], preds[split] = predict(model, xs, data.pixel_scale, torch.device("cpu"), 1000)
-        labels[split] = ys
-    ctx = make_context(model=model, data=data, device=torch.device("cpu"), latents=latents, labels=labels,
-                       predictions=preds, subset=attack_subset(data.test_y.shape[0], 80, 0), latent_name="z")
-    ctx.results["deepfool"] = deepfool_evaluator(ctx, DeepFoolOptions())
-    ctx.results["attacks"] = attacks_evaluator(ctx, from_dict(AttacksOptions, {
-        "methods": ["pgd-l2", "ddn-l2"], "eps_l2": [0.5], "params": {"ddn-l2": {"steps": 30}}}))
-    ctx.results["best_known"] = best_known_evaluator(ctx, NoOptions())
-    return ctx
+    names = {f.name for f in dataclasses.fields(EvalContext)}
+    return attacked_digits_context("LPC-NARROW", [0.5], latent_name="z",
+                                   **{k: None for k in ("suite", "run") if k in names})
 
 
 @pytest.mark.slow
