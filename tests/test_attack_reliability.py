@@ -493,21 +493,30 @@ def test_autoattack_on_fewer_inputs_is_compared_on_its_own_inputs(mlp):
     assert shared["ra_best"] <= shared["ra_autoattack"] + 1e-12
 
 
-def test_the_committed_digits_paper_runs_doubt_the_headline_only_where_evidence_is_about_it():
-    """Re-read (findings derived from the stored structured checks), the 33 committed runs that
-    were all 'potentially unreliable' doubt best-known ρ/RA in 3: Square beating the white-box
-    attacks (AutoAttack's own flag) on CosFace seed 0 and LPC-SCL seeds 0 and 1."""
+@pytest.mark.parametrize("suite", ["digits", "digits-paper", "cifar10-small"])
+def test_the_committed_runs_doubt_the_headline_only_where_evidence_is_about_it(suite):
+    """Re-read from the stored structured findings of the committed runs: DeepFool's findings
+    (the paper's metric) and cross-entropy vs margin gaps, which the best-known numbers already
+    absorb, never doubt the headline; every check that does declares the headline numbers among
+    those its failure undermines. (Before findings named their columns, all 33 digits-paper runs
+    were "potentially unreliable"; re-read, they doubted the headline in 3.)"""
     from pathlib import Path
+    from bench.evaluation.findings import is_headline
     from bench.reporting.summary import summarise_suite
     root = Path(__file__).resolve().parent.parent / "leaderboards" / "runs"
-    if not (root / "digits-paper").is_dir():
-        pytest.skip("no committed digits-paper runs")
-    summary = summarise_suite(root, "digits-paper")
-    doubted = {(p.plugin, seed) for p in summary.plugins for seed, found in p.reliability.per_run
-               if any(f.check == "library_flags" for f in found)}
-    assert sum(p.reliability.headline_doubted for p in summary.plugins) == 3
-    assert {p.plugin: p.reliability.headline_checks for p in summary.plugins if p.reliability.headline_doubted} == \
-        {"CosFace": (("library_flags", 1),), "LPC-SCL": (("library_flags", 2),)}
-    assert {("CosFace", 0), ("LPC-SCL", 0), ("LPC-SCL", 1)} <= doubted
-    # DeepFool's failures doubt DeepFool's ρ in the 8 plugins the review names, never the headline
-    assert sum(p.reliability.doubting("rho") > 0 for p in summary.plugins) == 8
+    if not (root / suite).is_dir():
+        pytest.skip(f"no committed {suite} runs")
+    summary = summarise_suite(root, suite)
+    keys = summary.keys()
+    assert all(p.reliability for p in summary.plugins), "a committed run carries no findings"
+    seen = set()
+    for p in summary.plugins:
+        for _, found in p.reliability.per_run:
+            for f in found:
+                hits = [k for k in keys if is_headline(k) and f.doubts(k)]
+                if f.check in ("deepfool_overstatement", "loss_consistency"):
+                    assert not hits, (p.plugin, f.check, hits)
+                if hits:
+                    seen.add(f.check)
+        assert {c for c, _ in p.reliability.headline_checks} <= seen
+    assert seen <= {"convergence", "attack_unit_test", "library_flags", "trimmed_budget", "unbounded_sanity"}

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 PACKAGES = ("lpc-bench", "torch", "torchvision", "numpy", "scipy", "scikit-learn",
-            "torchattacks", "foolbox", "pandas")
+            "torchattacks", "foolbox", "pyautoattack", "adv-lib", "pandas")
 
 
 def git_commit() -> str:
